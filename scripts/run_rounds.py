@@ -1,0 +1,23 @@
+"""Run a self-improvement loop from a recipe.
+
+    accelerate launch scripts/run_rounds.py --config recipes/copy/tiny.yaml [--field value ...]
+"""
+
+import sys
+
+from si_hf.config import RecipeError, parse_recipe
+from si_hf.rounds import SelfImprovement
+
+
+def main(argv=None):
+    try:
+        recipe = parse_recipe(argv)
+        SelfImprovement(recipe).run()
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
