@@ -55,6 +55,7 @@ class Recipe:
     adam_beta2: float = 0.98
     adam_epsilon: float = 1e-12
     max_grad_norm: float = 1.0
+    group_by_length: bool = field(default=False, metadata={"help": "Batch examples of similar length: less padding, but one-length batches slowed learning of copy several-fold."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; default: on when CUDA supports it."})
 
     # Labeling and evaluation
@@ -62,13 +63,15 @@ class Recipe:
     label_batch_size: int = 1024
     eval_min_level: int = 1
     eval_max_level: int = 20
-    eval_size: int = field(default=1000, metadata={"help": "Held-out problems per eval level."})
+    eval_size: int = field(default=1000, metadata={"help": "Held-out problems per eval level (all used in the last round)."})
+    round_eval_size: int | None = field(default=None, metadata={"help": "Problems per level evaluated in earlier rounds (a fixed subset; default: all)."})
     frontier_threshold: float = field(default=0.99, metadata={"help": "Accuracy a level needs to count as solved."})
 
     # Progress and tracking
     logging_steps: int = 50
     report_to: str = field(default="none", metadata={"help": "Trainer report_to: none, tensorboard, wandb, trackio."})
     disable_tqdm: bool = False
+    num_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (default: the cores this process may use, shared among local processes)."})
 
     def validate(self):
         from .tasks import get_task
@@ -77,6 +80,13 @@ class Recipe:
             get_task(self.task)
         except ValueError as err:
             raise RecipeError(f"task: {err}") from None
+        if self.num_attention_heads <= 0:
+            raise RecipeError(f"num_attention_heads={self.num_attention_heads!r}: must be positive")
+        if not isinstance(self.filters, list):
+            raise RecipeError(f"filters={self.filters!r}: must be a list, e.g. [length]")
+        for name in ("batch_size", "base_steps", "round_steps", "labels_per_round", "eval_size", "num_rounds"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise RecipeError(f"{name}={getattr(self, name)!r}: must be an integer")
         checks = [
             ("position_encoding", self.position_encoding in ("nope", "rope"), "must be 'nope' or 'rope'"),
             ("labeler", self.labeler in ("fast", "generate"), "must be 'fast' or 'generate'"),
@@ -94,6 +104,7 @@ class Recipe:
             ("batch_size", self.batch_size > 0, "must be positive"),
             ("label_batch_size", self.label_batch_size > 0, "must be positive"),
             ("eval_size", self.eval_size > 0, "must be positive"),
+            ("round_eval_size", self.round_eval_size is None or self.round_eval_size > 0, "must be positive"),
             ("learning_rate", self.learning_rate > 0, "must be positive"),
             ("frontier_threshold", 0.0 <= self.frontier_threshold <= 1.0, "must be in [0, 1]"),
             ("newest_fraction", 0.0 <= self.newest_fraction <= 1.0, "must be in [0, 1]"),
@@ -113,7 +124,7 @@ class Recipe:
 
     # Fields that change how a run is watched or how fast it goes, never what it computes.
     RESUMABLE_CHANGES = ("num_rounds", "report_to", "logging_steps", "disable_tqdm", "overwrite_output_dir",
-                         "label_batch_size", "output_dir")
+                         "label_batch_size", "output_dir", "num_threads")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -147,10 +158,10 @@ def parse_recipe(argv: list[str] | None = None) -> Recipe:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(Recipe)
     parser.add_argument("--config", help="YAML recipe; command-line fields override it.")
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**read_yaml(known.config))
     try:
+        known, _ = parser.parse_known_args(argv)
+        if known.config:
+            parser.set_defaults(**read_yaml(known.config))
         recipe, *_, extra = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except SystemExit as err:
         raise RecipeError("invalid command-line arguments (see the message above)") from err

@@ -95,13 +95,14 @@ def mixture(newest: Dataset, older: list[Dataset], total: int, newest_fraction: 
 
 
 def tokenize(dataset: Dataset, tokenizer) -> Dataset:
-    """Add `input_ids` (<bos> prompt completion <eos>) and `prompt_len` (tokens not trained on)."""
+    """Add `input_ids` (<bos> prompt completion <eos>), `prompt_len` (tokens not trained on), `length`."""
     eos = tokenizer.eos_token_id
 
     def encode(batch):
         prompts = tokenizer(batch["prompt"])["input_ids"]
         full = tokenizer([p + c for p, c in zip(batch["prompt"], batch["completion"])])["input_ids"]
-        return {"input_ids": [ids + [eos] for ids in full], "prompt_len": [len(p) for p in prompts]}
+        input_ids = [ids + [eos] for ids in full]
+        return {"input_ids": input_ids, "prompt_len": [len(p) for p in prompts], "length": [len(i) for i in input_ids]}
 
     return dataset.map(encode, batched=True, batch_size=4096, desc="tokenizing")
 

@@ -17,10 +17,42 @@ def _decode_row(row: list[int], bound: int, eos_id: int, id_to_token: list[str])
     return "".join(id_to_token[t] for t in row), False
 
 
+class PreallocatedKVCache:
+    """A KV cache of fixed capacity, written in place: no per-step concatenation of the past.
+
+    Implements the part of transformers' Cache API the si-hf attention uses (`update`, `get_seq_length`).
+    """
+
+    def __init__(self, config, batch_size: int, capacity: int, dtype, device):
+        shape = (config.num_hidden_layers, batch_size, config.num_attention_heads, capacity, config.head_dim)
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.last_layer = config.num_hidden_layers - 1
+        self.length = 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        start, end = self.length, self.length + key_states.shape[2]
+        self.keys[layer_idx, :, :, start:end] = key_states
+        self.values[layer_idx, :, :, start:end] = value_states
+        if layer_idx == self.last_layer:
+            self.length = end
+        return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]
+
+
+def _make_cache(model, input_ids: torch.Tensor, max_new: int):
+    if getattr(model.config, "model_type", None) == "si":
+        return PreallocatedKVCache(model.config, input_ids.shape[0], input_ids.shape[1] + max_new, model.dtype,
+                                   input_ids.device)
+    return DynamicCache(config=model.config)
+
+
 @torch.inference_mode()
 def _greedy_fast(model, input_ids: torch.Tensor, max_new: int, eos_id: int, pad_id: int) -> torch.Tensor:
     """KV-cached greedy loop over an unpadded batch; stops once every row has emitted EOS."""
-    cache = DynamicCache(config=model.config)
+    cache = _make_cache(model, input_ids, max_new)
     logits = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1).logits
     nxt = logits[:, -1].argmax(-1)
     done = nxt == eos_id
@@ -67,6 +99,8 @@ def greedy_label(
     if backend not in BACKENDS:
         raise ValueError(f"unknown labeler backend {backend!r}; choose from {sorted(BACKENDS)}")
     step = BACKENDS[backend]
+    if not prompts:
+        return []
     was_training = model.training
     model.eval()
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id

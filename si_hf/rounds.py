@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from accelerate import PartialState
 from datasets import Dataset, disable_progress_bars, load_from_disk
@@ -57,8 +58,11 @@ def check_output_dir(recipe: Recipe):
     if not diff:
         return
     if recipe.overwrite_output_dir:
-        logger.warning("Deleting the run in %s (another recipe): overwrite_output_dir is set", out)
-        shutil.rmtree(out)
+        state = PartialState()
+        if state.is_main_process:
+            logger.warning("Deleting the run in %s (another recipe): overwrite_output_dir is set", out)
+            shutil.rmtree(out)
+        state.wait_for_everyone()
         return
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
     raise RecipeError(
@@ -72,6 +76,10 @@ class SelfImprovement:
         self.recipe = recipe
         self.state = PartialState()
         disable_progress_bars()  # dataset bookkeeping is quick; keep the log to rounds, training and labeling
+        if not torch.cuda.is_available():
+            # `accelerate launch` pins OMP_NUM_THREADS=1 unless told otherwise; use the cores we have.
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            torch.set_num_threads(recipe.num_threads or max(1, cores // self.state.num_processes))
         self.task = get_task(recipe.task)
         self.tokenizer = build_tokenizer()
         self.out = Path(recipe.output_dir)
@@ -105,8 +113,10 @@ class SelfImprovement:
             model = SIForCausalLM.from_pretrained(model_dir)
         except (OSError, ValueError) as err:
             raise RuntimeError(f"cannot load the checkpoint of finished round {last} from {model_dir}: {err}") from err
+        model.to(self.state.device)
         for k in done:
-            self.rounds_data.append(load_from_disk(str(round_dir(self.out, k) / "data")))
+            # In memory: later mixtures must not write cache files into finished rounds.
+            self.rounds_data.append(load_from_disk(str(round_dir(self.out, k) / "data"), keep_in_memory=True))
         summary_path = self.out / "summary.jsonl"
         if summary_path.is_file():
             self.summary = [json.loads(line) for line in summary_path.read_text().splitlines() if line.strip()]
@@ -178,7 +188,9 @@ class SelfImprovement:
             data, label_stats = self.self_labeled_data(model, k)
             trained = str(label_stats["level"])
         trainer, train_result = self.train(model, k, data)
-        ev = evaluate_levels(model, self.tokenizer, self.task, self.eval_sets, r.label_batch_size, r.labeler,
+        size = r.eval_size if (k == r.num_rounds or r.round_eval_size is None) else r.round_eval_size
+        eval_sets = {level: problems[:size] for level, problems in self.eval_sets.items()}
+        ev = evaluate_levels(model, self.tokenizer, self.task, eval_sets, r.label_batch_size, r.labeler,
                              r.disable_tqdm)
         front = frontier(ev["by_level"], r.frontier_threshold)
         wall = time.time() - start
@@ -216,7 +228,7 @@ class SelfImprovement:
                 shutil.rmtree(tmp)
             model.save_pretrained(tmp / "model")
             self.tokenizer.save_pretrained(tmp / "model")
-            data.save_to_disk(str(tmp / "data"))
+            data.save_to_disk(str(tmp / "data"), num_shards=1)  # one shard even when no label was kept
             (tmp / "eval.json").write_text(json.dumps(record, indent=2))
             os.replace(tmp, round_dir(self.out, k))
         self.state.wait_for_everyone()

@@ -18,6 +18,9 @@ def build_model(recipe, tokenizer) -> SIForCausalLM:
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        # Recorded so a checkpoint alone says which task and held-out sets it belongs to.
+        task=recipe.task,
+        eval_seed=recipe.seed,
     )
     return SIForCausalLM(config)
 
@@ -56,6 +59,8 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         run_name=f"{recipe.task}-round-{round_idx}",
         seed=recipe.seed + round_idx,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
+        length_column_name="length",
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=recipe.disable_tqdm,

@@ -32,11 +32,14 @@ def make_norm(config):
     return SIRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
 
+def rope_inv_freq(config):
+    return 1.0 / (config.rope_theta ** (torch.arange(0, config.head_dim, 2, dtype=torch.float) / config.head_dim))
+
+
 class SIRotaryEmbedding(nn.Module):
     def __init__(self, config):
         super().__init__()
-        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, config.head_dim, 2, dtype=torch.float) / config.head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
 
     @torch.no_grad()
     def forward(self, x, position_ids):
@@ -77,10 +80,14 @@ class SIAttention(nn.Module):
             q, k = apply_rotary(q, k, *position_embeddings)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
-        if attention_mask is None:
+        kv_len = k.shape[2]
+        if attention_mask is None and (q_len == 1 or q_len == kv_len):
             # No padding: plain causal attention (a single query attends to the whole cache).
             out = F.scaled_dot_product_attention(q, k, v, is_causal=q_len > 1)
         else:
+            if attention_mask is None:
+                # Several new tokens after a cache: causal mask aligned to the bottom-right.
+                attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=q.device).tril(kv_len - q_len)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
         return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, -1))
 
@@ -117,6 +124,14 @@ class SIPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     _no_split_modules = ["SIDecoderLayer"]
     _supports_sdpa = True
+
+    def _init_weights(self, module):
+        if isinstance(module, SIRotaryEmbedding):
+            # A non-persistent buffer is re-created empty by from_pretrained; refill it.
+            with torch.no_grad():
+                module.inv_freq.copy_(rope_inv_freq(self.config))
+            return
+        super()._init_weights(module)
 
 
 def build_attention_mask(attention_mask, q_len, past_len):

@@ -1,0 +1,26 @@
+# One-command set-up: a virtualenv in .venv, torch first (TORCH can name another build), then si-hf.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+RECIPE ?= recipes/copy/tiny.yaml
+ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: install run test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install "$(TORCH)"
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml scripts/run_rounds.py --config $(RECIPE) $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

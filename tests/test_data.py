@@ -1,0 +1,204 @@
+"""Datasets: tokenization, the prompt-masking collator, held-out eval sets, sampling, the mixture."""
+
+from collections import Counter
+
+import pytest
+import torch
+from datasets import Dataset
+
+from si_hf.data import (
+    ROUND_FEATURES,
+    PromptMaskingCollator,
+    base_dataset,
+    eval_problems,
+    mixture,
+    sample_problems,
+    seeded_rng,
+    tokenize,
+    truth_dataset,
+)
+from si_hf.tasks import get_task
+
+
+def _ids(tokenizer, text):
+    return [tokenizer.convert_tokens_to_ids(c) for c in text]
+
+
+# -- tokenize and collate ------------------------------------------------------------------------
+
+def test_tokenize_adds_bos_eos_and_prompt_len(tokenizer):
+    ds = Dataset.from_dict({"prompt": ["12=", "54321+789="], "completion": ["12", "233310"]})
+    out = tokenize(ds, tokenizer)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    assert out[0]["input_ids"] == [bos, *_ids(tokenizer, "12=12"), eos]
+    assert out[0]["prompt_len"] == 4  # <bos> 1 2 =
+    assert out[1]["input_ids"] == [bos, *_ids(tokenizer, "54321+789=233310"), eos]
+    assert out[1]["prompt_len"] == 11
+    assert {"prompt", "completion", "input_ids", "prompt_len"} <= set(out.column_names)
+
+
+def test_collator_masks_prompt_and_padding(tokenizer):
+    pad = tokenizer.pad_token_id
+    features = [
+        {"input_ids": [1, 5, 6, 17, 5, 6, 2], "prompt_len": 4},
+        {"input_ids": [1, 7, 17, 7, 2], "prompt_len": 3},
+    ]
+    batch = PromptMaskingCollator(pad)(features)
+    assert set(batch) == {"input_ids", "labels"}
+    assert batch["input_ids"].dtype == torch.long and batch["labels"].dtype == torch.long
+    assert torch.equal(batch["input_ids"], torch.tensor([
+        [1, 5, 6, 17, 5, 6, 2],
+        [1, 7, 17, 7, 2, pad, pad],
+    ]))
+    assert torch.equal(batch["labels"], torch.tensor([
+        [-100, -100, -100, -100, 5, 6, 2],
+        [-100, -100, -100, 7, 2, -100, -100],
+    ]))
+
+
+def test_collator_on_tokenized_rows_trains_answer_and_eos_only(tokenizer):
+    ds = tokenize(Dataset.from_dict({"prompt": ["123=", "9="], "completion": ["321", "9"]}), tokenizer)
+    batch = PromptMaskingCollator(tokenizer.pad_token_id)([ds[0], ds[1]])
+    labels = batch["labels"]
+    for row, completion in enumerate(["321", "9"]):
+        kept = [t for t in labels[row].tolist() if t != -100]
+        assert kept == _ids(tokenizer, completion) + [tokenizer.eos_token_id]
+
+
+# -- held-out eval sets --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,level,size,expected", [
+    ("copy", 1, 1000, 5),              # 10 problems exist: at most half are held out
+    ("copy", 2, 1000, 50),
+    ("copy", 3, 30, 30),
+    ("reverse", 1, 3, 3),
+    ("reverse_addition", 1, 1000, 40),  # 81 problems exist
+    ("reverse_addition", 4, 200, 200),
+])
+def test_eval_problems_sizes(name, level, size, expected):
+    task = get_task(name)
+    problems = eval_problems(task, level, size, seed=0)
+    prompts = [task.prompt(p) for p in problems]
+    assert len(problems) == expected
+    assert len(set(prompts)) == expected  # distinct
+    assert all(p.level == level for p in problems)
+    assert len(problems) <= max(1, task.num_problems(level) // 2)
+
+
+def test_eval_problems_deterministic_and_seeded():
+    task = get_task("reverse_addition")
+    a = eval_problems(task, 5, 100, seed=0)
+    assert a == eval_problems(task, 5, 100, seed=0)
+    assert a != eval_problems(task, 5, 100, seed=1)
+    assert a != eval_problems(task, 6, 100, seed=0)
+    # a smaller eval set is not required to be a prefix, but the set for a level must not depend on
+    # which other levels are built or in which order
+    eval_problems(task, 3, 100, seed=0)
+    assert a == eval_problems(task, 5, 100, seed=0)
+
+
+def test_seeded_rng_depends_on_seed_and_purpose():
+    assert seeded_rng(0, "a", 1).random() == seeded_rng(0, "a", 1).random()
+    assert seeded_rng(0, "a", 1).random() != seeded_rng(1, "a", 1).random()
+    assert seeded_rng(0, "a", 1).random() != seeded_rng(0, "a", 2).random()
+
+
+@pytest.mark.parametrize("name", ["copy", "reverse", "reverse_addition"])
+def test_base_and_round_data_exclude_eval_prompts(name):
+    task = get_task(name)
+    held = {task.prompt(p) for level in range(1, 5) for p in eval_problems(task, level, 50, seed=0)}
+    base = base_dataset(task, 1, 3, 2000, seed=0, exclude=held)
+    assert len(base) == 2000
+    assert set(base["prompt"]).isdisjoint(held)
+    assert set(base["round"]) == {0} and all(base["correct"])
+    assert base.features == ROUND_FEATURES
+    for row in base.select(range(50)):
+        problem = task.parse(row["prompt"])
+        assert row["completion"] == task.answer(problem) and row["level"] == problem.level
+
+    rng = seeded_rng(0, "label", task.name, 1)
+    drawn = sample_problems(task, 1000, lambda: task.sample(2, rng), held)
+    assert len(drawn) == 1000
+    assert {task.prompt(p) for p in drawn}.isdisjoint(held)
+    assert all(p.level == 2 for p in drawn)
+
+
+def test_copy_level_1_base_uses_only_the_other_half():
+    task = get_task("copy")
+    held = {task.prompt(p) for p in eval_problems(task, 1, 1000, seed=0)}
+    assert len(held) == 5
+    base = base_dataset(task, 1, 1, 500, seed=0, exclude=held)
+    assert len(set(base["prompt"])) == 5
+    assert set(base["prompt"]) | held == {f"{d}=" for d in range(10)}
+
+
+def test_base_dataset_deterministic():
+    task = get_task("reverse_addition")
+    a = base_dataset(task, 1, 4, 300, seed=3, exclude=set())
+    b = base_dataset(task, 1, 4, 300, seed=3, exclude=set())
+    assert a["prompt"] == b["prompt"]
+    assert a["prompt"] != base_dataset(task, 1, 4, 300, seed=4, exclude=set())["prompt"]
+
+
+def test_sample_problems_gives_up_when_everything_is_held_out():
+    task = get_task("copy")
+    everything = {f"{d}=" for d in range(10)}
+    rng = seeded_rng(0, "x")
+    with pytest.raises(RuntimeError, match="held-out"):
+        sample_problems(task, 5, lambda: task.sample(1, rng), everything)
+
+
+# -- the mixture ---------------------------------------------------------------------------------
+
+def _rows(task, level, n, round_idx, seed):
+    rng = seeded_rng(seed, "mix", level)
+    return truth_dataset(task, [task.sample(level, rng) for _ in range(n)], round_idx)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.25, 0.0, 1.0])
+def test_mixture_counts(fraction):
+    task = get_task("copy")
+    base = _rows(task, 3, 30, 0, seed=0)
+    older = _rows(task, 4, 7, 1, seed=1)
+    newest = _rows(task, 5, 10, 2, seed=2)
+    mixed = mixture(newest, [base, older], total=200, newest_fraction=fraction, seed=0)
+    assert len(mixed) == 200
+    rounds = Counter(mixed["round"])
+    assert rounds[2] == round(200 * fraction)
+    assert rounds[0] + rounds[1] == 200 - round(200 * fraction)
+    if fraction == 0.5:
+        # newest rows are spread evenly (each of the 10 appears exactly 10 times)
+        assert set(Counter(p for p, r in zip(mixed["prompt"], mixed["round"]) if r == 2).values()) == {10}
+        # the older pool (37 rows) is covered evenly too: every row 2 or 3 times
+        per_row = Counter((p, r) for p, r in zip(mixed["prompt"], mixed["round"]) if r < 2)
+        assert len(per_row) == len({(p, 0) for p in base["prompt"]} | {(p, 1) for p in older["prompt"]})
+        assert max(per_row.values()) - min(per_row.values()) <= 1
+        assert rounds[1] in (18, 19, 20, 21)
+
+
+def test_mixture_is_shuffled_and_deterministic():
+    task = get_task("copy")
+    base = _rows(task, 3, 50, 0, seed=0)
+    newest = _rows(task, 5, 50, 1, seed=2)
+    a = mixture(newest, [base], total=100, newest_fraction=0.5, seed=0)
+    b = mixture(newest, [base], total=100, newest_fraction=0.5, seed=0)
+    c = mixture(newest, [base], total=100, newest_fraction=0.5, seed=1)
+    assert a["prompt"] == b["prompt"]
+    assert a["prompt"] != c["prompt"]
+    first_half = a["round"][:50]
+    assert 0 < sum(first_half) < 50  # interleaved, not newest-then-older
+
+
+def test_mixture_with_an_empty_newest_round_uses_the_pool():
+    task = get_task("copy")
+    base = _rows(task, 3, 20, 0, seed=0)
+    empty = truth_dataset(task, [], 1)
+    mixed = mixture(empty, [base], total=64, newest_fraction=0.5, seed=0)
+    assert len(mixed) == 64 and set(mixed["round"]) == {0}
+
+
+def test_mixture_without_older_data_uses_the_newest_only():
+    task = get_task("copy")
+    newest = _rows(task, 3, 20, 1, seed=0)
+    mixed = mixture(newest, [], total=64, newest_fraction=0.5, seed=0)
+    assert len(mixed) == 64 and set(mixed["round"]) == {1}
