@@ -1,20 +1,26 @@
-"""Evaluate a round's checkpoint per level with the shipped `evaluate` metric.
+"""Download a round, evaluate it per level with the shipped metric, print and save the table.
 
+    python scripts/evaluate_round.py --model my-name/copy-tiny --revision round-3
     python scripts/evaluate_round.py --model runs/copy-tiny/round-3/model --levels 1-20 --eval_size 1000
 
-`--model` is a local directory or a Hub repo id (with `--revision round-3`). The task and the seed of
-the held-out sets are read from the checkpoint's config unless given.
+`--model` is a local round (its `model/` directory) or a Hub repo id with `--revision round-<k>`
+(a branch, tag or commit). The task, the seed of the held-out sets and, unless given, the levels are
+read from the checkpoint and the round's eval.json. `--metric` loads the metric by path or from a Hub
+Space (`evaluate.load`); the default is the metric shipped in si_hf. The table is written as JSON and
+Markdown under `--output_dir`.
 """
 
 import argparse
 import json
+import re
 import sys
+from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import si_hf  # noqa: F401  (registers the Auto classes)
 from si_hf.data import eval_problems
-from si_hf.evaluation import evaluate_levels, frontier
+from si_hf.evaluation import evaluate_levels, frontier, load_metric
 from si_hf.tasks import get_task
 
 
@@ -26,44 +32,92 @@ def parse_levels(text: str) -> list[int]:
     return list(range(lo, hi + 1))
 
 
+def fetch(model: str, revision: str | None) -> tuple[Path, str | None]:
+    """A local directory holding the checkpoint, and the commit it was downloaded at (None if local)."""
+    if Path(model).is_dir():
+        return Path(model), None
+    from huggingface_hub import snapshot_download
+
+    path = Path(snapshot_download(model, revision=revision))
+    return path, path.name  # the snapshot folder is named after the commit
+
+
+def recorded_eval(path: Path) -> dict | None:
+    """The eval.json recorded when the round was trained: in a Hub snapshot, or beside a local model/."""
+    for candidate in (path / "eval.json", path.parent / "eval.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None
+
+
+def table(result: dict, recorded: dict | None) -> str:
+    head = "| level | problems | exact match |" + (" recorded in training |" if recorded else "")
+    lines = [head, "|---|---|---|" + ("---|" if recorded else "")]
+    for level, acc in result["by_level"].items():
+        row = f"| {level} | {result['count_by_level'][level]} | {acc:.3f} |"
+        if recorded:
+            old = recorded["accuracy_by_level"].get(str(level))
+            row += f" {'' if old is None else f'{old:.3f}'} |"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="checkpoint directory or Hub repo id")
+    p.add_argument("--model", required=True, help="round model directory or Hub repo id")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit (e.g. round-3)")
-    p.add_argument("--levels", type=parse_levels, default=parse_levels("1-20"), help="e.g. 1-20")
+    p.add_argument("--levels", type=parse_levels, default=None,
+                   help="e.g. 1-20 (default: the levels recorded for the round, else 1-20)")
     p.add_argument("--eval_size", type=int, default=1000, help="held-out problems per level")
     p.add_argument("--task", default=None, help="default: the checkpoint's config.task")
     p.add_argument("--seed", type=int, default=None, help="seed of the held-out sets (default: config.eval_seed)")
     p.add_argument("--threshold", type=float, default=0.99, help="accuracy a level needs for the frontier")
     p.add_argument("--batch_size", type=int, default=1024)
     p.add_argument("--labeler", default="fast", choices=["fast", "generate"])
-    p.add_argument("--output", default=None, help="write the table as JSON here")
+    p.add_argument("--metric", default=None,
+                   help="metric directory or Hub Space id for evaluate.load (default: the shipped one)")
+    p.add_argument("--output_dir", default="evaluations", help="where the table is saved (JSON and Markdown)")
     args = p.parse_args(argv)
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision)
-        tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
-    except OSError as err:
+        path, commit = fetch(args.model, args.revision)
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:  # the Hub's errors (missing repo, revision or file) are OSErrors too
         print(f"error: cannot load a checkpoint from {args.model} (revision {args.revision}): {err}", file=sys.stderr)
         return 2
+    name = args.model + (f"@{args.revision}" if args.revision else "")
+    if commit:
+        print(f"Downloaded {name} (commit {commit[:12]}) to {path}")
     task_name = args.task or getattr(model.config, "task", None)
     if task_name is None:
         print("error: the checkpoint does not record its task; pass --task", file=sys.stderr)
         return 2
     task = get_task(task_name)
+    recorded = recorded_eval(path)
+    levels = args.levels
+    if levels is None:
+        known = sorted(int(lvl) for lvl in (recorded or {}).get("accuracy_by_level", {}))
+        levels = list(range(known[0], known[-1] + 1)) if known else parse_levels("1-20")
     seed = args.seed if args.seed is not None else getattr(model.config, "eval_seed", 0)
-    eval_sets = {level: eval_problems(task, level, args.eval_size, seed) for level in args.levels}
-    result = evaluate_levels(model, tokenizer, task, eval_sets, args.batch_size, args.labeler)
+    eval_sets = {level: eval_problems(task, level, args.eval_size, seed) for level in levels}
+    result = evaluate_levels(model, tokenizer, task, eval_sets, args.batch_size, args.labeler,
+                             metric=load_metric(args.metric))
     front = frontier(result["by_level"], args.threshold)
-    print(f"{args.model}{'@' + args.revision if args.revision else ''}: task {task_name}, frontier {front}")
-    print("| level | problems | exact match |\n|---|---|---|")
-    for level, acc in result["by_level"].items():
-        print(f"| {level} | {result['count_by_level'][level]} | {acc:.3f} |")
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump({"model": args.model, "revision": args.revision, "task": task_name, "frontier": front,
-                       "accuracy_by_level": result["by_level"], "count_by_level": result["count_by_level"]}, fh,
-                      indent=2)
+    text = table(result, recorded)
+    print(f"{name}: task {task_name}, frontier {front}")
+    print(text, end="")
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^\w.@-]+", "--", name.strip("/"))
+    summary = {"model": args.model, "revision": args.revision, "commit": commit, "task": task_name,
+               "eval_seed": seed, "eval_size": args.eval_size, "frontier": front,
+               "exact_match": result["exact_match"], "accuracy_by_level": result["by_level"],
+               "count_by_level": result["count_by_level"]}
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(f"# {name}\n\ntask {task_name}, frontier {front}\n\n{text}")
+    print(f"Saved {out / stem}.json and .md")
     return 0
 
 

@@ -6,6 +6,7 @@
 import sys
 
 from si_hf.config import RecipeError, parse_recipe
+from si_hf.hub import HubError
 from si_hf.rounds import SelfImprovement
 
 
@@ -16,6 +17,9 @@ def main(argv=None):
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except HubError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -73,6 +73,13 @@ class Recipe:
     disable_tqdm: bool = False
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (default: the cores this process may use, shared among local processes)."})
 
+    # The Hub: publish every round, or start from a published one
+    push_to_hub: bool = field(default=False, metadata={"help": "Push each finished round to hub_model_id and hub_dataset_id."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Model repo (namespace/name) that gets one branch and tag round-<k> per round."})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Dataset repo for the rounds' data (default: the same id as hub_model_id)."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repos private."})
+    init_from: str | None = field(default=None, metadata={"help": "Start from a published round, REPO@round-<k>: the run continues with round k+1."})
+
     def validate(self):
         from .tasks import get_task
 
@@ -110,6 +117,15 @@ class Recipe:
             ("newest_fraction", 0.0 <= self.newest_fraction <= 1.0, "must be in [0, 1]"),
             ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
         ]
+        if self.push_to_hub and not self.hub_model_id:
+            raise RecipeError("push_to_hub: needs hub_model_id (namespace/name)")
+        if self.init_from is not None:
+            from .hub import parse_init_from
+
+            try:
+                parse_init_from(self.init_from)
+            except ValueError as err:
+                raise RecipeError(f"init_from={self.init_from!r}: {err}") from None
         for name, ok, why in checks:
             if not ok:
                 raise RecipeError(f"{name}={getattr(self, name)!r}: {why}")
@@ -124,7 +140,8 @@ class Recipe:
 
     # Fields that change how a run is watched or how fast it goes, never what it computes.
     RESUMABLE_CHANGES = ("num_rounds", "report_to", "logging_steps", "disable_tqdm", "overwrite_output_dir",
-                         "label_batch_size", "output_dir", "num_threads")
+                         "label_batch_size", "output_dir", "num_threads", "push_to_hub", "hub_model_id",
+                         "hub_dataset_id", "hub_private")
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -3,8 +3,11 @@
 import random
 
 import numpy as np
+import pyarrow as pa
 import torch
-from datasets import Dataset, Features, Value, concatenate_datasets
+from datasets import Dataset, DatasetInfo, Features, Value
+from datasets.fingerprint import generate_random_fingerprint
+from datasets.table import InMemoryTable
 
 from .tasks import Problem, Task
 
@@ -79,46 +82,158 @@ def _cycled_indices(n_rows: int, n: int, rng: np.random.Generator) -> np.ndarray
     return np.concatenate([rng.permutation(n_rows) for _ in range(reps)])[:n]
 
 
+def _arrow_table(dataset: Dataset) -> pa.Table:
+    if dataset._indices is not None:
+        dataset = dataset.flatten_indices()
+    return dataset.data.table
+
+
+def _from_arrow(table: pa.Table, features: Features | None = None) -> Dataset:
+    """An in-memory Dataset around an Arrow table, without a pass through Python rows."""
+    if features is not None:
+        table = table.cast(features.arrow_schema)
+    return Dataset(InMemoryTable(table), info=DatasetInfo(features=features), fingerprint=generate_random_fingerprint())
+
+
 def mixture(newest: Dataset, older: list[Dataset], total: int, newest_fraction: float, seed: int) -> Dataset:
-    """`total` rows: `newest_fraction` of them from the newest round, the rest from base + older rounds."""
+    """`total` rows: `newest_fraction` of them from the newest round, the rest from base + older rounds.
+
+    The rows and their (shuffled) order are fixed by the seed; they are gathered from the Arrow tables
+    in one take."""
     rng = np.random.default_rng(seed)
-    pool = concatenate_datasets(older) if older else None
+    pool_len = sum(len(d) for d in older)
     n_new = round(total * newest_fraction) if len(newest) else 0
-    if pool is None or len(pool) == 0:
+    if pool_len == 0:
         n_new = total
     parts = []
     if n_new:
-        parts.append(newest.select(_cycled_indices(len(newest), n_new, rng)))
+        parts.append(_cycled_indices(len(newest), n_new, rng))
     if total - n_new:
-        parts.append(pool.select(_cycled_indices(len(pool), total - n_new, rng)))
-    return concatenate_datasets(parts).shuffle(seed=seed).flatten_indices()
+        parts.append(len(newest) + _cycled_indices(pool_len, total - n_new, rng))
+    # Rows of [newest, *older] in a seeded random order (what Dataset.shuffle(seed=seed) would give).
+    order = np.concatenate(parts)[np.random.default_rng(seed).permutation(total)]
+    tables = [_arrow_table(d).select(newest.column_names) for d in [newest, *older] if len(d)]
+    return _from_arrow(pa.concat_tables(tables).take(order), newest.features)
+
+
+def _char_ids(tokenizer) -> np.ndarray | None:
+    """A byte -> token id table when the tokenizer maps every ASCII character to one token (as si-hf's
+    character tokenizer does), else None."""
+    vocab = tokenizer.get_vocab()
+    special = set(tokenizer.all_special_tokens)
+    chars = [t for t in vocab if t not in special]
+    if tokenizer.unk_token_id is None or not all(len(c) == 1 and ord(c) < 128 for c in chars):
+        return None
+    table = np.full(128, tokenizer.unk_token_id, dtype=np.int32)
+    for c in chars:
+        table[ord(c)] = vocab[c]
+    sample = "".join(chars) + "<>x"
+    if tokenizer(sample, add_special_tokens=False)["input_ids"] != table[np.frombuffer(sample.encode(), np.uint8)].tolist():
+        return None
+    return table
+
+
+def encode_texts(tokenizer, texts: list[str], eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`<bos> text` (and `<eos>` with `eos`) for every text, as flat token ids and row offsets.
+
+    A table lookup over all texts at once for si-hf's character tokenizer; any other tokenizer (or
+    text holding an added token such as `<eos>`, which the tokenizer reads whole) encodes row by row."""
+    bos, end = tokenizer.bos_token_id, [tokenizer.eos_token_id] if eos else []
+    table = _char_ids(tokenizer)
+    joined = "".join(texts)
+    raw = joined.encode()
+    text_lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    if table is None or bos is None or len(raw) != len(joined) or any(t in joined for t in tokenizer.get_added_vocab()):
+        rows = [row + end for row in tokenizer(texts)["input_ids"]]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(row) for row in rows], out=offsets[1:])
+        return np.fromiter((t for row in rows for t in row), dtype=np.int32, count=offsets[-1]), offsets
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(text_lens + 1 + len(end), out=offsets[1:])
+    values = np.empty(offsets[-1], dtype=np.int32)
+    is_text = np.ones(offsets[-1], dtype=bool)
+    is_text[offsets[:-1]] = False
+    values[offsets[:-1]] = bos
+    if end:
+        is_text[offsets[1:] - 1] = False
+        values[offsets[1:] - 1] = end[0]
+    values[is_text] = table[np.frombuffer(raw, dtype=np.uint8)]
+    return values, offsets
+
+
+def _encode_rows(tokenizer, prompts: list[str], completions: list[str]):
+    """(values, offsets, prompt_len) of <bos> prompt completion <eos> for every row, as flat arrays."""
+    values, offsets = encode_texts(tokenizer, [p + c for p, c in zip(prompts, completions)], eos=True)
+    _, prompt_offsets = encode_texts(tokenizer, prompts)
+    return values, offsets, np.diff(prompt_offsets).astype(np.int32)
 
 
 def tokenize(dataset: Dataset, tokenizer) -> Dataset:
-    """Add `input_ids` (<bos> prompt completion <eos>), `prompt_len` (tokens not trained on), `length`."""
-    eos = tokenizer.eos_token_id
+    """Add `input_ids` (<bos> prompt completion <eos>), `prompt_len` (tokens not trained on), `length`.
 
-    def encode(batch):
-        prompts = tokenizer(batch["prompt"])["input_ids"]
-        full = tokenizer([p + c for p, c in zip(batch["prompt"], batch["completion"])])["input_ids"]
-        input_ids = [ids + [eos] for ids in full]
-        return {"input_ids": input_ids, "prompt_len": [len(p) for p in prompts], "length": [len(i) for i in input_ids]}
+    Vectorized for si-hf's character tokenizer (a table lookup over all rows at once, checked against
+    the tokenizer itself); any other tokenizer encodes the rows itself."""
+    table = _arrow_table(dataset)
+    values, offsets, prompt_len = _encode_rows(tokenizer, table.column("prompt").to_pylist(),
+                                               table.column("completion").to_pylist())
+    table = table.append_column("input_ids", pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values)))
+    table = table.append_column("prompt_len", pa.array(prompt_len, pa.int32()))
+    table = table.append_column("length", pa.array(np.diff(offsets), pa.int32()))
+    return _from_arrow(table)
 
-    return dataset.map(encode, batched=True, batch_size=4096, desc="tokenizing")
+
+# Per-piece cost of the length-split batches, in padded tokens: a piece costs what this many more
+# tokens of computation would (a forward and backward over a few more, smaller matrices).
+PIECE_COST_TOKENS = 512
+
+
+def split_by_length(lengths, piece_cost: int = PIECE_COST_TOKENS) -> list[tuple[int, int, int]]:
+    """Cut rows sorted by length (ascending) into pieces (start, end, width) that minimize the padded
+    tokens computed, sum of (rows x longest row) per piece, plus `piece_cost` per piece."""
+    lengths = np.asarray(lengths)
+    # Only cuts between two different lengths can help.
+    ends = np.flatnonzero(np.diff(lengths)) + 1
+    ends = np.append(ends, len(lengths)).tolist()
+    best = [0.0]
+    back = [0]
+    for j, end in enumerate(ends):
+        width = int(lengths[end - 1])
+        cost, arg = min((best[i] + (end - (ends[i - 1] if i else 0)) * width + piece_cost, i) for i in range(j + 1))
+        best.append(cost)
+        back.append(arg)
+    pieces = []
+    j = len(ends)
+    while j:
+        i = back[j]
+        start = ends[i - 1] if i else 0
+        pieces.append((start, ends[j - 1], int(lengths[ends[j - 1] - 1])))
+        j = i
+    return pieces[::-1]
 
 
 class PromptMaskingCollator:
-    """Right-pads a batch; labels are -100 on the prompt and on padding (loss on answer + EOS only)."""
+    """Right-pads a batch; labels are -100 on the prompt and on padding (loss on answer + EOS only).
 
-    def __init__(self, pad_token_id: int):
+    With `split_pieces`, rows are sorted by length and the batch also carries `pieces`: row ranges
+    that LengthSplitTrainer runs one by one, each padded only to its own longest row. The batch, its
+    loss and gradient are unchanged; less padding is computed."""
+
+    def __init__(self, pad_token_id: int, split_pieces: bool = False, piece_cost: int = PIECE_COST_TOKENS):
         self.pad_token_id = pad_token_id
+        self.split_pieces = split_pieces
+        self.piece_cost = piece_cost
 
     def __call__(self, features):
-        lengths = [len(f["input_ids"]) for f in features]
-        width = max(lengths)
+        lengths = np.array([len(f["input_ids"]) for f in features])
+        order = np.argsort(lengths, kind="stable") if self.split_pieces else np.arange(len(features))
+        width = lengths.max()
         ids = np.full((len(features), width), self.pad_token_id, dtype=np.int64)
         labels = np.full((len(features), width), -100, dtype=np.int64)
-        for row, (f, n) in enumerate(zip(features, lengths)):
+        for row, i in enumerate(order):
+            f, n = features[i], lengths[i]
             ids[row, :n] = f["input_ids"]
-            labels[row, f["prompt_len"] : n] = f["input_ids"][f["prompt_len"] :]
-        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+            labels[row, f["prompt_len"] : n] = ids[row, f["prompt_len"] : n]
+        batch = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+        if self.split_pieces:
+            batch["pieces"] = split_by_length(lengths[order], self.piece_cost)
+        return batch

@@ -1,9 +1,20 @@
 """Unsupervised label filters: pure functions that never see the true answer.
 
-A filter takes the task and a list of `Label`s and returns a keep-mask (list of bools).
+A filter takes the task and a list of `Label`s (and keyword options) and returns a keep-mask (list
+of bools). Filters are named in FILTERS; a recipe lists them in order as specs, a name with optional
+options: `length`, `length_relative`, `length_relative:threshold=3`.
+
+Majority vote needs the labels of K models for the same prompts, so it is not a FILTERS entry:
+`majority_vote(label_sets, tau)` keeps a prompt when enough models agree, and `vote_labels` turns
+the agreed outputs into labels the other filters can then run on.
 """
 
+import difflib
+import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+
+import yaml
 
 from .tasks import Task
 
@@ -20,16 +31,119 @@ def length_filter(task: Task, labels: list[Label]) -> list[bool]:
     return [lab.finished and task.plausible(lab.prompt, lab.completion) for lab in labels]
 
 
-FILTERS = {"length": length_filter}
+def length_relative_filter(task: Task, labels: list[Label], threshold: int = 2) -> list[bool]:
+    """The batch-relative length rule (the paper's filter for forward addition): drop a label whose
+    completion is at least `threshold` tokens shorter than the longest finished completion in its
+    batch; labels without EOS are dropped too. A batch is the labels whose prompts have the same
+    length (what the labeler decodes together), so one call may hold several levels."""
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+        raise ValueError(f"length_relative: threshold must be a positive integer, got {threshold!r}")
+    lengths = [task.num_tokens(lab.completion) for lab in labels]
+    longest: dict[int, int] = defaultdict(int)
+    for lab, n in zip(labels, lengths):
+        if lab.finished:
+            key = task.num_tokens(lab.prompt)
+            longest[key] = max(longest[key], n)
+    return [lab.finished and n > longest[task.num_tokens(lab.prompt)] - threshold for lab, n in zip(labels, lengths)]
 
 
-def apply_filters(task: Task, labels: list[Label], names: list[str]) -> tuple[list[bool], list[dict]]:
-    """Run the named filters in order; return the final keep-mask and per-filter counts."""
-    keep = [True] * len(labels)
+FILTERS = {"length": length_filter, "length_relative": length_relative_filter}
+
+
+def parse_filter_spec(spec) -> tuple[str, dict]:
+    """`name` or `name:key=value,key=value` (values read as YAML scalars: 2, 0.5, true) -> (name, options).
+    A `(name, options)` pair is returned as is. Raises ValueError for an unknown name or a bad option."""
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        name, options = spec[0], dict(spec[1])
+    elif isinstance(spec, str):
+        name, _, rest = spec.partition(":")
+        name, options = name.strip(), {}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise ValueError(f"filter {spec!r}: options look like key=value, got {item!r}")
+            try:
+                options[key.strip()] = yaml.safe_load(value.strip())
+            except yaml.YAMLError:
+                raise ValueError(f"filter {spec!r}: cannot read the value of {key.strip()!r}") from None
+    else:
+        raise ValueError(f"a filter is a name like 'length' or 'length_relative:threshold=2', got {spec!r}")
+    if name not in FILTERS:
+        close = difflib.get_close_matches(name, FILTERS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown filter {name!r}{hint}; known: {', '.join(FILTERS)}")
+    return name, options
+
+
+def apply_filters(task: Task, labels: list[Label], names: list, keep: list[bool] | None = None
+                  ) -> tuple[list[bool], list[dict]]:
+    """Run the named filters (specs, see `parse_filter_spec`) in order, starting from `keep` (default:
+    every label); return the final keep-mask and per-filter counts {"filter", "in", "out"}.
+
+    Each filter sees only the labels that survived the ones before it (a batch-relative rule after
+    `length` compares with the longest plausible label, not with an overlong one)."""
+    parsed = [(spec, *parse_filter_spec(spec)) for spec in names]  # refuse a bad spec before any work
+    keep = [True] * len(labels) if keep is None else [bool(k) for k in keep]
+    if len(keep) != len(labels):
+        raise ValueError(f"keep has {len(keep)} entries for {len(labels)} labels")
     stats = []
-    for name in names:
-        mask = FILTERS[name](task, labels)
-        before = sum(keep)
-        keep = [k and m for k, m in zip(keep, mask)]
-        stats.append({"filter": name, "in": before, "out": sum(keep)})
+    for spec, name, options in parsed:
+        alive = [i for i, k in enumerate(keep) if k]
+        mask = FILTERS[name](task, [labels[i] for i in alive], **options)
+        if len(mask) != len(alive):
+            raise ValueError(f"filter {name!r} returned {len(mask)} decisions for {len(alive)} labels")
+        for i, m in zip(alive, mask):
+            keep[i] = bool(m)
+        stats.append({"filter": spec if isinstance(spec, str) else name, "in": len(alive), "out": sum(keep)})
     return keep, stats
+
+
+# -- majority vote over K models -------------------------------------------------------------------
+
+def min_votes(k: int, tau: float) -> int:
+    """ceil(tau * k) agreeing models, at least one (tau 0.7 of 5 -> 4; tau 1.0 -> all)."""
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau must be in (0, 1], got {tau!r}")
+    return max(1, math.ceil(tau * k - 1e-9))  # 0.6 * 5 is 3.0000000000000004 in floating point
+
+
+def majority_vote(label_sets: list[list[Label]], tau: float = 0.7) -> tuple[list[bool], list[str | None]]:
+    """Majority vote over K models' labels of the same prompts (label_sets[m][i]: model m, prompt i).
+
+    A prompt is kept when at least ceil(tau * K) models produced the identical full output (chain of
+    thought included) and finished it with EOS; unfinished outputs never vote. Returns the keep-mask
+    and, per prompt, the most frequent finished completion (ties: the one the earliest model wrote;
+    None when no model finished), whether kept or not."""
+    if not label_sets:
+        raise ValueError("majority_vote needs the labels of at least one model")
+    n = len(label_sets[0])
+    if any(len(labels) != n for labels in label_sets):
+        raise ValueError(f"every model must label the same prompts; got {[len(ls) for ls in label_sets]} labels")
+    need = min_votes(len(label_sets), tau)
+    keep, chosen = [], []
+    for i in range(n):
+        column = [labels[i] for labels in label_sets]
+        prompt = column[0].prompt
+        if any(lab.prompt != prompt for lab in column):
+            raise ValueError(f"prompt {i} differs between models: {[lab.prompt for lab in column]}")
+        counts = Counter(lab.completion for lab in column if lab.finished)
+        if not counts:
+            keep.append(False)
+            chosen.append(None)
+            continue
+        best, votes = counts.most_common(1)[0]  # most_common keeps first-seen order among ties
+        keep.append(votes >= need)
+        chosen.append(best)
+    return keep, chosen
+
+
+def vote_labels(label_sets: list[list[Label]], tau: float = 0.7) -> tuple[list[Label], list[bool], dict]:
+    """Majority vote as labels: one label per prompt holding the chosen completion (unfinished when no
+    model finished), the keep-mask, and the vote's counts {"filter": "majority_vote", "in", "out",
+    "models", "min_votes"}. Pass the labels and mask on to `apply_filters(..., keep=mask)`."""
+    keep, chosen = majority_vote(label_sets, tau)
+    labels = [Label(first.prompt, c if c is not None else first.completion, c is not None)
+              for first, c in zip(label_sets[0], chosen)]
+    stats = {"filter": "majority_vote", "in": len(labels), "out": sum(keep), "models": len(label_sets),
+             "min_votes": min_votes(len(label_sets), tau)}
+    return labels, keep, stats

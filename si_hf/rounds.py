@@ -21,6 +21,7 @@ from .config import Recipe, RecipeError
 from .data import ROUND_FEATURES, base_dataset, eval_problems, mixture, sample_problems, seeded_rng, tokenize
 from .evaluation import evaluate_levels, frontier
 from .filters import apply_filters
+from .hub import Publisher, import_rounds, imported_from, parent_of, write_model_card
 from .labeling import greedy_label
 from .modeling import SIForCausalLM
 from .tasks import get_task
@@ -89,6 +90,7 @@ class SelfImprovement:
         }
         self.held_out = {self.task.prompt(p) for ps in self.eval_sets.values() for p in ps}
         self.rounds_data: list[Dataset] = []
+        self.hub: Publisher | None = None
         self.summary: list[dict] = []
 
     # -- helpers -------------------------------------------------------------------------------
@@ -220,6 +222,13 @@ class SelfImprovement:
         self.summary.append(record)
         self.write_summary()
         self.log(self.progress_line(record))
+        self.publish(k)
+
+    def publish(self, k: int):
+        """Pushes round k (its directory is complete) when the recipe asks for it."""
+        if self.hub is not None and self.state.is_main_process:
+            self.hub.publish_round(k)
+        self.state.wait_for_everyone()
 
     def save_round(self, model, k: int, data: Dataset, record: dict):
         if self.state.is_main_process:
@@ -230,6 +239,9 @@ class SelfImprovement:
             self.tokenizer.save_pretrained(tmp / "model")
             data.save_to_disk(str(tmp / "data"), num_shards=1)  # one shard even when no label was kept
             (tmp / "eval.json").write_text(json.dumps(record, indent=2))
+            repos = {"model_repo": self.hub.model_repo, "data_repo": self.hub.data_repo} if self.hub else {}
+            write_model_card(tmp / "model", self.recipe.to_dict(), self.summary + [record], k,
+                             parent=parent_of(self.out, k), shown_dir=round_dir(self.out, k) / "model", **repos)
             os.replace(tmp, round_dir(self.out, k))
         self.state.wait_for_everyone()
 
@@ -265,6 +277,15 @@ class SelfImprovement:
                 shutil.rmtree(stale)
             (self.out / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         self.state.wait_for_everyone()
+        if self.recipe.init_from and not imported_from(self.out):
+            if self.state.is_main_process:
+                import_rounds(self.recipe.init_from, self.out, self.recipe)
+            self.state.wait_for_everyone()
+        if self.recipe.push_to_hub:
+            self.hub = Publisher(self.recipe, self.out, log=self.log)
+            if self.state.is_main_process:
+                self.hub.connect().publish_missing()  # what an earlier run could not push
+            self.state.wait_for_everyone()
         model, start = self._resume()
         if start > self.recipe.num_rounds:
             self.log(f"All {self.recipe.num_rounds} rounds of {self.out} are finished.")

@@ -4,6 +4,9 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .data import PromptMaskingCollator
+
+# What the collator needs of a tokenized round; the Trainer's sampler reads `length` when grouping.
+TRAIN_COLUMNS = ("input_ids", "prompt_len", "length")
 from .modeling import SIConfig, SIForCausalLM
 
 
@@ -29,6 +32,30 @@ def use_bf16(recipe) -> bool:
     if recipe.bf16 is not None:
         return recipe.bf16
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+class LengthSplitTrainer(Trainer):
+    """A Trainer whose batches run as a few pieces of similar length (rows sorted by length, each piece
+    padded only to its own longest row; see `PromptMaskingCollator(split_pieces=True)`).
+
+    The batch is the one the sampler drew, and its loss is the same token mean: each piece's summed
+    token loss is divided by the token count of the whole batch. Right padding under causal attention
+    never changes the positions before it, so the gradient is the padded batch's gradient; only the
+    padding that is computed shrinks.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        pieces = inputs.pop("pieces", None)
+        if pieces is None or len(pieces) == 1 or return_outputs or not self.model_accepts_loss_kwargs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        input_ids, labels = inputs["input_ids"], inputs["labels"]
+        if num_items_in_batch is None:
+            num_items_in_batch = labels[:, 1:].ne(-100).sum()
+        loss = 0
+        for start, end, width in pieces:
+            piece = {"input_ids": input_ids[start:end, :width], "labels": labels[start:end, :width]}
+            loss = loss + super().compute_loss(model, piece, num_items_in_batch=num_items_in_batch)
+        return loss
 
 
 def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratch_dir: str) -> Trainer:
@@ -65,9 +92,11 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=recipe.disable_tqdm,
     )
-    return Trainer(
+    # Only the token columns travel to the collator: no per-row conversion of the text columns.
+    train_dataset = train_dataset.select_columns([c for c in TRAIN_COLUMNS if c in train_dataset.column_names])
+    return LengthSplitTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
-        data_collator=PromptMaskingCollator(tokenizer.pad_token_id),
+        data_collator=PromptMaskingCollator(tokenizer.pad_token_id, split_pieces=True),
     )

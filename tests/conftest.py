@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import json  # noqa: E402
 import random  # noqa: E402
 import runpy  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -198,3 +199,75 @@ def scripted_model(make_model, tokenizer):
         return model
 
     return factory
+
+
+# -- a Hub on loopback -----------------------------------------------------------------------------
+# A token the runs must never write anywhere (the tests look for it in everything they produce).
+LOCAL_HUB_TOKEN = "hf_localTestTokenMustNeverBeWritten0123"
+
+
+class LocalHub:
+    """tests/hub_server.py running on 127.0.0.1: olah for reads, a git write front for writes."""
+
+    def __init__(self, endpoint: str, root: Path):
+        self.endpoint, self.root = endpoint, root
+        self.repos = root / "repos"
+
+    def env(self, home: str) -> dict:
+        """Environment of a client process: this Hub, the dummy token, its own HF_HOME (a cache)."""
+        drop = {"HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        env.update(HF_ENDPOINT=self.endpoint, HF_TOKEN=LOCAL_HUB_TOKEN, HF_HUB_DISABLE_XET="1",
+                   HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
+                   HF_HOME=str(self.root / "homes" / home), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+        return env
+
+    def control(self, method: str, path: str, body: dict | None = None):
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.endpoint + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def fail(self, path: str, *, method: str = "*", status: int = 503, skip: int = 0, count: int = 1000):
+        """Let `skip` requests matching the `path` regex through, then answer `status` to `count` more."""
+        self.control("POST", "/_test/faults", {"path": path, "method": method, "status": status, "skip": skip,
+                                               "count": count})
+
+    def clear_faults(self):
+        self.control("DELETE", "/_test/faults")
+
+    def requests(self) -> list[str]:
+        return self.control("GET", "/_test/requests")
+
+
+@pytest.fixture(scope="session")
+def local_hub(tmp_path_factory):
+    """Starts the local Hub once per session (on first use) and stops it at the end."""
+    import select
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("local_hub")
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "tests" / "hub_server.py"), "--root", str(root / "repos")],
+        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("READY "):
+            proc.kill()
+            pytest.fail(f"the local Hub did not start: {line!r}\n{(root / 'server.log').read_text()[-3000:]}")
+        yield LocalHub(f"http://127.0.0.1:{int(line.split()[1])}", root)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -2,6 +2,12 @@
 
 from transformers import PretrainedConfig
 
+AUTO_MAP = {
+    "AutoConfig": "configuration_si.SIConfig",
+    "AutoModel": "modeling_si.SIModel",
+    "AutoModelForCausalLM": "modeling_si.SIForCausalLM",
+}
+
 
 class SIConfig(PretrainedConfig):
     r"""
@@ -69,6 +75,8 @@ class SIConfig(PretrainedConfig):
         self.mlp_bias = mlp_bias
         self.initializer_range = initializer_range
         self.use_cache = use_cache
+        # The remote code of both heads (save_pretrained records only the saved model's own class).
+        kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,

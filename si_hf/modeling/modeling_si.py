@@ -7,10 +7,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-try:
-    from .configuration_si import SIConfig
-except ImportError:  # loaded as flat remote code from the Hub
-    from configuration_si import SIConfig
+from .configuration_si import SIConfig
 
 
 class SIRMSNorm(nn.Module):

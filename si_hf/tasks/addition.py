@@ -1,12 +1,13 @@
-"""Reverse addition: `rev(a)+rev(b)=` -> `rev(a+b)` zero-padded to n+1 digits, n = longer operand."""
+"""Addition, difficulty = operand digits n (the longer operand):
+
+- reverse addition: `rev(a)+rev(b)=` -> `rev(a+b)` zero-padded to n+1 digits;
+- forward addition: `a+b=` -> `a+b` plain.
+"""
 
 from .base import Problem, Task, random_number, register_task
 
 
-@register_task
-class ReverseAddition(Task):
-    name = "reverse_addition"
-
+class _Addition(Task):
     def sample(self, level, rng):
         return Problem(level, (random_number(level, rng), random_number(level, rng)))
 
@@ -14,6 +15,23 @@ class ReverseAddition(Task):
         # Base data draws the two operand lengths independently.
         la, lb = rng.randint(min_level, max_level), rng.randint(min_level, max_level)
         return Problem(max(la, lb), (random_number(la, rng), random_number(lb, rng)))
+
+    @staticmethod
+    def _operands(prompt):
+        a, b = prompt[:-1].split("+")
+        return a, b
+
+    def max_answer_len(self, prompt):
+        a, b = self._operands(prompt)
+        return max(len(a), len(b)) + 1
+
+    def num_problems(self, level):
+        return (9 * 10 ** (level - 1)) ** 2
+
+
+@register_task
+class ReverseAddition(_Addition):
+    name = "reverse_addition"
 
     def prompt(self, problem):
         a, b = problem.operands
@@ -24,15 +42,31 @@ class ReverseAddition(Task):
         return str(a + b)[::-1].ljust(problem.level + 1, "0")
 
     def parse(self, prompt):
-        a, b = prompt[:-1].split("+")
+        a, b = self._operands(prompt)
         return Problem(max(len(a), len(b)), (int(a[::-1]), int(b[::-1])))
-
-    def max_answer_len(self, prompt):
-        a, b = prompt[:-1].split("+")
-        return max(len(a), len(b)) + 1
 
     def plausible(self, prompt, completion):
         return len(completion) == self.max_answer_len(prompt) and completion.isdigit()
 
-    def num_problems(self, level):
-        return (9 * 10 ** (level - 1)) ** 2
+
+@register_task
+class ForwardAddition(_Addition):
+    name = "forward_addition"
+
+    def prompt(self, problem):
+        a, b = problem.operands
+        return f"{a}+{b}="
+
+    def answer(self, problem):
+        a, b = problem.operands
+        return str(a + b)
+
+    def parse(self, prompt):
+        a, b = self._operands(prompt)
+        return Problem(max(len(a), len(b)), (int(a), int(b)))
+
+    def plausible(self, prompt, completion):
+        """Digits without a leading zero, n or n+1 of them (n = the longer operand's length)."""
+        n = self.max_answer_len(prompt) - 1
+        return (n <= len(completion) <= n + 1 and completion.isascii() and completion.isdigit()
+                and completion[0] != "0")

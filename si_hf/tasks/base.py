@@ -9,9 +9,13 @@ TASKS: dict[str, type["Task"]] = {}
 
 @dataclass(frozen=True)
 class Problem:
-    """One instance: its difficulty level and the task-specific operands."""
+    """One instance: its difficulty level and the task-specific operands.
 
-    level: int
+    `level` is an int for most tasks; a task whose difficulty has two axes uses a tuple of ints
+    (multiplication: `(digits of a, digits of b)`).
+    """
+
+    level: int | tuple[int, ...]
     operands: tuple
 
 
@@ -23,6 +27,10 @@ class Task:
     """
 
     name: str = ""
+    # The tokens the task writes, for `si_hf.tokenization.task_tokenizer`: None for the shared
+    # character alphabet (one character = one token), or a tuple of tokens (e.g. maze node labels
+    # "1".."99", each one token).
+    alphabet: str | tuple[str, ...] | None = None
 
     def sample(self, level: int, rng: random.Random) -> Problem:
         """A problem at exactly `level` (used for evaluation and self-labeling)."""
@@ -53,6 +61,32 @@ class Task:
     def num_problems(self, level: int) -> int:
         """How many distinct problems exist at `level` (bounds the held-out eval set)."""
         raise NotImplementedError
+
+    def num_tokens(self, text: str) -> int:
+        """The length of a text in tokens (one character = one token unless the task says otherwise)."""
+        return len(text)
+
+    # -- levels: how a run walks and reports difficulty ----------------------------------------
+    def round_levels(self, base_max_level: int, k: int) -> list:
+        """The levels round k >= 1 labels: by default the one level `base_max_level + k`."""
+        if k < 1:
+            raise ValueError(f"round_levels is for self-labeling rounds k >= 1, got k={k}")
+        return [base_max_level + k]
+
+    def eval_levels(self, min_level: int, max_level: int) -> list:
+        """The levels evaluated for a recipe's `eval_min_level`..`eval_max_level`, in report order."""
+        return list(range(min_level, max_level + 1))
+
+    def level_name(self, level) -> str:
+        """A level as text, for logs, tables and JSON keys (`12`, or `4x5` for a pair)."""
+        return "x".join(str(x) for x in level) if isinstance(level, tuple) else str(level)
+
+    def frontier(self, by_level: dict, threshold: float) -> int:
+        """The frontier of per-level accuracies: by default `si_hf.evaluation.frontier`, the highest
+        level L such that every evaluated level <= L scores >= threshold (0 if none)."""
+        from ..evaluation import frontier
+
+        return frontier(by_level, threshold)
 
 
 def register_task(cls):

@@ -1,0 +1,198 @@
+"""Maze: the shortest path between two nodes of a random tree.
+
+Prompt: `S>E#`, then the adjacency list of the tree, nodes in shuffled order, entries `node:nb,nb`
+joined by `-`, then `=`. Answer: the unique path `S>x>...>E`. Node labels are distinct integers
+1-99; each label is ONE token (see `MAZE_TOKENS` and `si_hf.tokenization.task_tokenizer`):
+
+    tree 5-12-3 plus 7 on 12, from 5 to 3: `5>3#12:5,3,7-3:12-7:12-5:12=` -> `5>12>3`
+
+Two tasks: `maze_hops` (30 nodes, difficulty = hops between S and E) and `maze_nodes` (9 hops,
+difficulty = number of nodes). A tree with h hops between S and E is a path of h+1 random labels
+S..E, then every other node attaches to a uniformly drawn node already placed.
+`valid_path` checks an answer against the prompt's graph alone (a metric independent of the stored
+answer); `plausible`, which filters self-generated labels, checks the form and never the edges:
+in a tree a simple path from S to E that follows edges is the answer itself.
+"""
+
+import math
+import re
+from collections import deque
+
+from .base import Problem, Task, register_task
+
+MAX_LABEL = 99
+MAZE_TOKENS = tuple(str(i) for i in range(1, MAX_LABEL + 1)) + tuple(">#:,-=")
+_TOKEN = re.compile(r"[1-9][0-9]?|.", re.DOTALL)  # how the maze tokenizer splits a text
+_LABEL = r"[1-9][0-9]?"
+_PATH = re.compile(rf"{_LABEL}(?:>{_LABEL})*")
+_PROMPT = re.compile(rf"({_LABEL})>({_LABEL})#({_LABEL}:{_LABEL}(?:,{_LABEL})*(?:-{_LABEL}:{_LABEL}(?:,{_LABEL})*)*)=")
+
+
+def random_tree(num_nodes: int, hops: int, rng) -> tuple[int, int, dict[int, list[int]]]:
+    """(S, E, adjacency): a random labeled tree on `num_nodes` nodes with S and E `hops` apart."""
+    if not 1 <= hops < num_nodes <= MAX_LABEL:
+        raise ValueError(f"a maze needs 1 <= hops < nodes <= {MAX_LABEL}, got hops={hops}, nodes={num_nodes}")
+    labels = rng.sample(range(1, MAX_LABEL + 1), num_nodes)
+    adjacency: dict[int, list[int]] = {v: [] for v in labels}
+
+    def link(u, v):
+        adjacency[u].append(v)
+        adjacency[v].append(u)
+
+    for u, v in zip(labels[:hops], labels[1 : hops + 1]):
+        link(u, v)
+    for i in range(hops + 1, num_nodes):
+        link(labels[i], labels[rng.randrange(i)])
+    return labels[0], labels[hops], adjacency
+
+
+def format_prompt(start: int, end: int, entries) -> str:
+    body = "-".join(f"{node}:{','.join(map(str, nbs))}" for node, nbs in entries)
+    return f"{start}>{end}#{body}="
+
+
+def parse_prompt(prompt: str) -> tuple[int, int, tuple[tuple[int, tuple[int, ...]], ...]]:
+    """(S, E, entries in prompt order); ValueError for a text that is not a maze prompt."""
+    m = _PROMPT.fullmatch(prompt)
+    if m is None:
+        raise ValueError(f"not a maze prompt: {prompt!r}")
+    entries = []
+    for entry in m.group(3).split("-"):
+        node, nbs = entry.split(":")
+        entries.append((int(node), tuple(int(x) for x in nbs.split(","))))
+    return int(m.group(1)), int(m.group(2)), tuple(entries)
+
+
+def shortest_path(adjacency: dict[int, list[int]] | dict[int, tuple], start: int, end: int) -> list[int] | None:
+    """Breadth-first search: the nodes of a shortest path from start to end, or None."""
+    parent = {start: None}
+    queue = deque([start])
+    while queue:
+        u = queue.popleft()
+        if u == end:
+            path = []
+            while u is not None:
+                path.append(u)
+                u = parent[u]
+            return path[::-1]
+        for v in adjacency.get(u, ()):
+            if v not in parent:
+                parent[v] = u
+                queue.append(v)
+    return None
+
+
+def parse_path(completion: str) -> list[int] | None:
+    """The nodes of a well-formed path `a>b>...>z`, or None."""
+    if _PATH.fullmatch(completion) is None:
+        return None
+    return [int(x) for x in completion.split(">")]
+
+
+def valid_path(prompt: str, completion: str) -> bool:
+    """Whether a completion is a correct answer judged from the prompt's graph alone: well-formed,
+    starts at S, every step follows an edge, ends at E, visits no node twice. In a tree this holds
+    for exactly one path, the answer, so it can serve as a metric without the stored answer."""
+    nodes = parse_path(completion)
+    if nodes is None:
+        return False
+    start, end, entries = parse_prompt(prompt)
+    adjacency = dict(entries)
+    return (nodes[0] == start and nodes[-1] == end and len(set(nodes)) == len(nodes)
+            and all(v in adjacency.get(u, ()) for u, v in zip(nodes, nodes[1:])))
+
+
+def valid_path_rate(prompts: list[str], completions: list[str]) -> float:
+    """The fraction of completions that `valid_path` accepts (0.0 for none)."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    return sum(map(valid_path, prompts, completions)) / len(prompts) if prompts else 0.0
+
+
+class _Maze(Task):
+    alphabet = MAZE_TOKENS
+
+    def _shape(self, level) -> tuple[int, int]:
+        """(nodes, hops) of a level."""
+        raise NotImplementedError
+
+    def _level(self, num_nodes: int, hops: int) -> int:
+        raise NotImplementedError
+
+    def sample(self, level, rng):
+        num_nodes, hops = self._shape(level)
+        start, end, adjacency = random_tree(num_nodes, hops, rng)
+        order = list(adjacency)
+        rng.shuffle(order)
+        entries = []
+        for node in order:
+            nbs = list(adjacency[node])
+            rng.shuffle(nbs)
+            entries.append((node, tuple(nbs)))
+        return Problem(level, (start, end, tuple(entries)))
+
+    def prompt(self, problem):
+        return format_prompt(*problem.operands)
+
+    def answer(self, problem):
+        start, end, entries = problem.operands
+        path = shortest_path(dict(entries), start, end)
+        return ">".join(map(str, path))
+
+    def parse(self, prompt):
+        start, end, entries = parse_prompt(prompt)
+        path = shortest_path(dict(entries), start, end)
+        if path is None:
+            raise ValueError(f"no path from {start} to {end} in {prompt!r}")
+        return Problem(self._level(len(entries), len(path) - 1), (start, end, entries))
+
+    def max_answer_len(self, prompt):
+        # A path visits each node at most once: at most N labels and N-1 `>` (N = nodes in the prompt).
+        return 2 * (prompt.count("-") + 1) - 1
+
+    def plausible(self, prompt, completion):
+        """Form only: a well-formed path from S to E over nodes of the prompt, no node twice, within
+        the bound. Edges are not checked (that would verify the answer; see the module docstring)."""
+        nodes = parse_path(completion)
+        if nodes is None:
+            return False
+        start, end, entries = parse_prompt(prompt)
+        known = {node for node, _ in entries}
+        return (nodes[0] == start and nodes[-1] == end and len(set(nodes)) == len(nodes)
+                and known.issuperset(nodes))
+
+    def num_problems(self, level):
+        # A lower bound: each set of node labels and each order of the entries gives another prompt.
+        num_nodes, _ = self._shape(level)
+        return math.perm(MAX_LABEL, num_nodes)
+
+    def num_tokens(self, text):
+        return len(_TOKEN.findall(text))
+
+
+@register_task
+class MazeHops(_Maze):
+    """Difficulty = hops from S to E, on trees of `num_nodes` (30) nodes."""
+
+    name = "maze_hops"
+    num_nodes = 30
+
+    def _shape(self, level):
+        return self.num_nodes, level
+
+    def _level(self, num_nodes, hops):
+        return hops
+
+
+@register_task
+class MazeNodes(_Maze):
+    """Difficulty = nodes in the tree, with S and E `hops` (9) apart."""
+
+    name = "maze_nodes"
+    hops = 9
+
+    def _shape(self, level):
+        return level, self.hops
+
+    def _level(self, num_nodes, hops):
+        return num_nodes
