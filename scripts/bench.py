@@ -43,6 +43,7 @@ from transformers import (  # noqa: E402
     DataCollatorForSeq2Seq,
     LlamaConfig,
     LlamaForCausalLM,
+    PrinterCallback,
     Trainer,
     TrainingArguments,
 )
@@ -97,7 +98,7 @@ def generate_labels(model, tokenizer, prompts, bounds, batch_size):
     """The plain use of `generate`: left-padded batches, greedy, EOS and pad ids, decoded to text."""
     out = []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start:start + batch_size], padding=True, return_tensors="pt")
+        batch = tokenizer(prompts[start:start + batch_size], padding=True, return_tensors="pt").to(model.device)
         gen = model.generate(**batch, max_new_tokens=max(bounds[start:start + batch_size]) + 1, do_sample=False,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         for row, bound in zip(gen[:, batch["input_ids"].shape[1]:].tolist(), bounds[start:start + batch_size]):
@@ -130,8 +131,8 @@ def bench_labeling(args, tokenizer):
             rng = random.Random(0)
             prompts = [task.prompt(task.sample(level, rng)) for _ in range(n)]
             bounds = [task.max_answer_len(p) for p in prompts]
-            model = si_model(tokenizer, shape, init=args.init)
-            llama = llama_model(tokenizer, shape, init=args.init)
+            model = si_model(tokenizer, shape, init=args.init).to(args.device)
+            llama = llama_model(tokenizer, shape, init=args.init).to(args.device)
             bs = args.label_batch_size
             generate_labels(model, tokenizer, prompts[:8], bounds[:8], bs)  # warm-up
             greedy_label(model, tokenizer, prompts[:8], bounds[:8], batch_size=bs, disable_tqdm=True)
@@ -204,6 +205,7 @@ def baseline_round(args, tokenizer, newest, older, scratch):
     )
     trainer = Trainer(model=model, args=targs, train_dataset=train_set,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+    trainer.remove_callback(PrinterCallback)
     result = trainer.train()
     seconds = time.perf_counter() - start
     return seconds, result.training_loss, sum(len(ids) for ids in train_set["input_ids"])
@@ -220,6 +222,7 @@ def si_round(args, tokenizer, newest, older, scratch, split=True):
     trainer = make_trainer(model, tokenizer, train_set, recipe, 1, scratch)
     if not split:
         trainer.data_collator.split_pieces = False
+    trainer.remove_callback(PrinterCallback)
     result = trainer.train()
     seconds = time.perf_counter() - start
     return seconds, result.training_loss, int(sum(train_set["length"]))
@@ -322,10 +325,10 @@ def main(argv=None):
     args.targets = args.targets.split(",")
     args.label_models = args.label_models.split(",")
     args.label_tasks = args.label_tasks.split(",")
-    args.label_n = {"tiny": args.label_n_tiny or (512 if quick else 4096),
-                    "paper": args.label_n_paper or (128 if quick else 1024)}
+    args.label_n = {"tiny": args.label_n_tiny or (512 if quick else 2048),
+                    "paper": args.label_n_paper or (64 if quick else 256)}
     args.repeats = args.repeats or (1 if quick else 2)
-    args.train_steps = args.train_steps or (20 if quick else 150)
+    args.train_steps = args.train_steps or (20 if quick else 100)
     args.memory_label_n = args.memory_label_n or (500 if quick else 2000)
     args.memory_steps = args.memory_steps or (10 if quick else 50)
     args.memory_rounds = args.memory_rounds or (1 if quick else 2)
@@ -336,7 +339,7 @@ def main(argv=None):
     hf_logging.set_verbosity_error()
 
     tokenizer = build_tokenizer()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"# si-hf benchmark: torch {torch.__version__}, {device}, {args.threads} threads"
           f"{' (quick)' if quick else ''}", flush=True)
     sections = []

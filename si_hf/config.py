@@ -129,13 +129,13 @@ class Recipe:
         for name, ok, why in checks:
             if not ok:
                 raise RecipeError(f"{name}={getattr(self, name)!r}: {why}")
-        from .filters import FILTERS
+        from .filters import parse_filter_spec
 
-        for name in self.filters:
-            if name not in FILTERS:
-                close = difflib.get_close_matches(name, FILTERS, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise RecipeError(f"filters: unknown filter {name!r}{hint}; known: {', '.join(FILTERS)}")
+        for spec in self.filters:
+            try:
+                parse_filter_spec(spec)
+            except ValueError as err:
+                raise RecipeError(f"filters: {err}") from None
         return self
 
     # Fields that change how a run is watched or how fast it goes, never what it computes.

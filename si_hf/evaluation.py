@@ -25,15 +25,23 @@ def frontier(by_level: dict[int, float], threshold: float) -> int:
     return best
 
 
-def evaluate_levels(model, tokenizer, task: Task, eval_sets: dict[int, list[Problem]], batch_size=1024,
+def evaluate_levels(model, tokenizer, task: Task, eval_sets: dict, batch_size=1024,
                     backend="fast", disable_tqdm=False, metric=None) -> dict:
-    problems = [p for level in sorted(eval_sets) for p in eval_sets[level]]
+    """Exact match per level, keyed by the levels of `eval_sets` in their order (ints, or pairs)."""
+    levels = list(eval_sets)
+    problems, positions = [], []
+    for position, level in enumerate(levels):
+        problems += eval_sets[level]
+        positions += [position] * len(eval_sets[level])
     prompts = [task.prompt(p) for p in problems]
     labels = greedy_label(model, tokenizer, prompts, [task.max_answer_len(q) for q in prompts],
                           batch_size=batch_size, backend=backend, desc="evaluating", disable_tqdm=disable_tqdm)
+    # The metric groups by an integer: each level's position, mapped back to the level afterwards.
     result = (metric or load_metric()).compute(
         predictions=[lab.completion for lab in labels],
         references=[task.answer(p) for p in problems],
-        levels=[p.level for p in problems],
+        levels=positions,
     )
+    result["by_level"] = {levels[i]: acc for i, acc in result["by_level"].items()}
+    result["count_by_level"] = {levels[i]: n for i, n in result["count_by_level"].items()}
     return result

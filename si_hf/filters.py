@@ -24,6 +24,9 @@ class Label:
     prompt: str
     completion: str
     finished: bool  # the model emitted EOS within the prompt's length bound
+    # The labeling model's lowest probability of any token it chose (answer and EOS); filled by
+    # `si_hf.confidence.score_labels` when a recipe filters on it.
+    confidence: float | None = None
 
 
 def length_filter(task: Task, labels: list[Label]) -> list[bool]:
@@ -47,7 +50,17 @@ def length_relative_filter(task: Task, labels: list[Label], threshold: int = 2) 
     return [lab.finished and n > longest[task.num_tokens(lab.prompt)] - threshold for lab, n in zip(labels, lengths)]
 
 
-FILTERS = {"length": length_filter, "length_relative": length_relative_filter}
+def confidence_filter(task: Task, labels: list[Label], threshold: float = 0.9) -> list[bool]:
+    """Keep labels that the labeling model chose with probability >= threshold at every token: a
+    self-assessed filter (the model's own probabilities, never the true answer)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"confidence: threshold must be in [0, 1], got {threshold!r}")
+    if any(lab.confidence is None for lab in labels):
+        raise ValueError("confidence: labels carry no confidence; score them with si_hf.confidence.score_labels")
+    return [lab.finished and lab.confidence >= threshold for lab in labels]
+
+
+FILTERS = {"length": length_filter, "length_relative": length_relative_filter, "confidence": confidence_filter}
 
 
 def parse_filter_spec(spec) -> tuple[str, dict]:

@@ -150,10 +150,11 @@ def plot_accuracy(summary: list[dict]) -> bytes:
     ax = fig.add_subplot()
     cmap = colormaps["viridis"]
     for i, rec in enumerate(summary):
-        levels = sorted(int(lvl) for lvl in rec["accuracy_by_level"])
-        accs = [rec["accuracy_by_level"][str(lvl)] for lvl in levels]
+        names = list(rec["accuracy_by_level"])  # evaluation order; pair levels read "4x5"
+        accs = [rec["accuracy_by_level"][name] for name in names]
+        xs = [int(n) for n in names] if all(n.isdigit() for n in names) else names
         color = cmap(0.9 - 0.8 * i / max(1, len(summary) - 1))
-        ax.plot(levels, accs, marker="o", markersize=3, color=color, label=f"round {rec['round']}")
+        ax.plot(xs, accs, marker="o", markersize=3, color=color, label=f"round {rec['round']}")
     ax.set_xlabel("level")
     ax.set_ylabel("exact match")
     ax.set_ylim(-0.02, 1.02)
@@ -205,7 +206,7 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
         EvalResult(task_type="text-generation", dataset_type=f"si-hf/{task}", dataset_name=f"{task} held-out",
                    dataset_config=f"level_{lvl}", dataset_split="test", metric_type="exact_match",
                    metric_name=f"exact match, level {lvl}", metric_value=acc)
-        for lvl, acc in sorted(record["accuracy_by_level"].items(), key=lambda kv: int(kv[0]))
+        for lvl, acc in record["accuracy_by_level"].items()
     ]
     name = model_repo or f"{task}-round-{k}"
     card_data = ModelCardData(

@@ -244,6 +244,14 @@ def _batches(offsets: np.ndarray, batch_size: int, parts: int):
             yield bucket[start : start + size]
 
 
+def _has_hooks(model) -> bool:
+    from torch.nn.modules import module as nn_module
+
+    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def _in_threads(fn, jobs, workers: int):
     """`map(fn, jobs)`, spread over `workers` threads that each run torch on one core (CPU only).
 
@@ -292,8 +300,8 @@ def greedy_label(
     device = model.device
     if workers is None:
         workers = torch.get_num_threads()
-    if backend != "fast" or device.type != "cpu":
-        workers = 1
+    if backend != "fast" or device.type != "cpu" or _has_hooks(model):
+        workers = 1  # hooks observe the model's calls in order (and may keep state): one batch at a time
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     specials = set(tokenizer.all_special_tokens)
     id_to_char = np.array([t if t not in specials else "" for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))],

@@ -17,15 +17,17 @@ from accelerate import PartialState
 from datasets import Dataset, disable_progress_bars, load_from_disk
 from transformers import set_seed
 
+from .confidence import score_labels
 from .config import Recipe, RecipeError
-from .data import ROUND_FEATURES, base_dataset, eval_problems, mixture, sample_problems, seeded_rng, tokenize
-from .evaluation import evaluate_levels, frontier
-from .filters import apply_filters
+from .data import (base_dataset, eval_problems, level_values, mixture, round_features, sample_problems, seeded_rng,
+                   tokenize)
+from .evaluation import evaluate_levels
+from .filters import apply_filters, parse_filter_spec
 from .hub import Publisher, import_rounds, imported_from, parent_of, write_model_card
 from .labeling import greedy_label
 from .modeling import SIForCausalLM
 from .tasks import get_task
-from .tokenization import build_tokenizer
+from .tokenization import task_tokenizer
 from .training import build_model, make_trainer
 
 logger = logging.getLogger("si_hf")
@@ -82,11 +84,11 @@ class SelfImprovement:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             torch.set_num_threads(recipe.num_threads or max(1, cores // self.state.num_processes))
         self.task = get_task(recipe.task)
-        self.tokenizer = build_tokenizer()
+        self.tokenizer = task_tokenizer(self.task)
         self.out = Path(recipe.output_dir)
         self.eval_sets = {
             level: eval_problems(self.task, level, recipe.eval_size, recipe.seed)
-            for level in range(recipe.eval_min_level, recipe.eval_max_level + 1)
+            for level in self.task.eval_levels(recipe.eval_min_level, recipe.eval_max_level)
         }
         self.held_out = {self.task.prompt(p) for ps in self.eval_sets.values() for p in ps}
         self.rounds_data: list[Dataset] = []
@@ -98,8 +100,6 @@ class SelfImprovement:
         if self.state.is_main_process:
             print(msg, flush=True)
 
-    def level_of_round(self, k: int) -> int:
-        return self.recipe.base_max_level + k
 
     def _resume(self):
         done = finished_rounds(self.out)
@@ -134,15 +134,20 @@ class SelfImprovement:
 
     def self_labeled_data(self, model, k: int) -> tuple[Dataset, dict]:
         r, task = self.recipe, self.task
-        level = self.level_of_round(k)
+        levels = task.round_levels(r.base_max_level, k)
+        names = "&".join(task.level_name(level) for level in levels)
         rng = seeded_rng(r.seed, "label", task.name, k)
-        problems = sample_problems(task, r.labels_per_round, lambda: task.sample(level, rng), self.held_out)
+        problems = []
+        for level in levels:  # labels_per_round problems at each new level
+            problems += sample_problems(task, r.labels_per_round, lambda: task.sample(level, rng), self.held_out)
         prompts = [task.prompt(p) for p in problems]
         labels = greedy_label(
             model, self.tokenizer, prompts, [task.max_answer_len(q) for q in prompts],
-            batch_size=r.label_batch_size, backend=r.labeler, desc=f"labeling level {level}",
+            batch_size=r.label_batch_size, backend=r.labeler, desc=f"labeling level {names}",
             disable_tqdm=r.disable_tqdm,
         )
+        if any(parse_filter_spec(spec)[0] == "confidence" for spec in r.filters):
+            labels = score_labels(model, self.tokenizer, labels, batch_size=r.label_batch_size)
         keep, filter_stats = apply_filters(task, labels, r.filters)
         correct = [lab.completion == task.answer(p) for lab, p in zip(labels, problems)]
         rows = [i for i, kept in enumerate(keep) if kept]
@@ -150,14 +155,14 @@ class SelfImprovement:
             {
                 "prompt": [prompts[i] for i in rows],
                 "completion": [labels[i].completion for i in rows],
-                "level": [level] * len(rows),
+                "level": level_values([problems[i] for i in rows]),
                 "round": [k] * len(rows),
                 "correct": [correct[i] for i in rows],
             },
-            features=ROUND_FEATURES,
+            features=round_features(task),
         )
         stats = {
-            "level": level,
+            "level": names,
             "labeled": len(labels),
             "kept": len(rows),
             "label_accuracy_all": sum(correct) / len(correct),
@@ -194,15 +199,15 @@ class SelfImprovement:
         eval_sets = {level: problems[:size] for level, problems in self.eval_sets.items()}
         ev = evaluate_levels(model, self.tokenizer, self.task, eval_sets, r.label_batch_size, r.labeler,
                              r.disable_tqdm)
-        front = frontier(ev["by_level"], r.frontier_threshold)
+        front = self.task.frontier(ev["by_level"], r.frontier_threshold)
         wall = time.time() - start
         record = {
             "round": k,
             "levels_trained": trained,
             "frontier": front,
             "exact_match": ev["exact_match"],
-            "accuracy_by_level": {str(lvl): acc for lvl, acc in ev["by_level"].items()},
-            "eval_size_by_level": {str(lvl): n for lvl, n in ev["count_by_level"].items()},
+            "accuracy_by_level": {self.task.level_name(lvl): acc for lvl, acc in ev["by_level"].items()},
+            "eval_size_by_level": {self.task.level_name(lvl): n for lvl, n in ev["count_by_level"].items()},
             "labels": label_stats,
             "train_loss": train_result.training_loss,
             "train_steps": train_result.global_step,
@@ -212,7 +217,7 @@ class SelfImprovement:
             {
                 "round": k,
                 "frontier": front,
-                **{f"accuracy_level_{lvl}": acc for lvl, acc in ev["by_level"].items()},
+                **{f"accuracy_level_{self.task.level_name(lvl)}": acc for lvl, acc in ev["by_level"].items()},
                 **({"label_accuracy_kept": label_stats["label_accuracy_kept"] or 0.0,
                     "kept_fraction": label_stats["kept"] / label_stats["labeled"]} if label_stats else {}),
             }
@@ -251,7 +256,7 @@ class SelfImprovement:
         acc = rec["accuracy_by_level"]
         if rec["labels"]:
             lab = rec["labels"]
-            lvl = str(lab["level"])
+            lvl = lab["level"].split("&")[0]
             kept_acc = lab["label_accuracy_kept"]
             label_part = (f"kept {lab['kept']}/{lab['labeled']} | label acc {kept_acc:.3f}" if kept_acc is not None
                           else f"kept 0/{lab['labeled']}")
@@ -296,12 +301,12 @@ class SelfImprovement:
 
 def summary_table(summary: list[dict]) -> str:
     """Markdown table: one row per round, one accuracy column per evaluated level."""
-    levels = sorted({int(lvl) for rec in summary for lvl in rec["accuracy_by_level"]})
+    levels = list(dict.fromkeys(lvl for rec in summary for lvl in rec["accuracy_by_level"]))  # eval order
     head = ["round", "trained", "frontier", *[f"@{lvl}" for lvl in levels], "label acc", "kept/labeled", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in summary:
         lab = rec["labels"]
-        accs = [f"{rec['accuracy_by_level'][str(lvl)]:.3f}" if str(lvl) in rec["accuracy_by_level"] else ""
+        accs = [f"{rec['accuracy_by_level'][lvl]:.3f}" if lvl in rec["accuracy_by_level"] else ""
                 for lvl in levels]
         label_acc = "" if not lab or lab["label_accuracy_kept"] is None else f"{lab['label_accuracy_kept']:.3f}"
         kept = "" if not lab else f"{lab['kept']}/{lab['labeled']}"

@@ -4,10 +4,10 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .data import PromptMaskingCollator
+from .modeling import SIConfig, SIForCausalLM
 
 # What the collator needs of a tokenized round; the Trainer's sampler reads `length` when grouping.
 TRAIN_COLUMNS = ("input_ids", "prompt_len", "length")
-from .modeling import SIConfig, SIForCausalLM
 
 
 def build_model(recipe, tokenizer) -> SIForCausalLM:

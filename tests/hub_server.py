@@ -5,9 +5,10 @@
 Repositories are real git repositories under DIR/{models,datasets,spaces}/<namespace>/<name>, with
 LFS objects in .git/lfs/objects/aa/bb/<sha256>. olah (offline mirror mode) serves the Hub's read
 API from them (refs, revision info, tree, paths-info, resolve by branch, tag or sha). The write
-front adds the endpoints the clients use to write (repo create, preupload, LFS batch and upload,
-NDJSON commit, branch, tag, validate-yaml), made with git plumbing, and answers what olah answers
-wrongly for a local mirror: a missing repo, revision or file is a 404 with the Hub's X-Error-Code.
+front adds the endpoints the clients use to write (repo create and delete, preupload, LFS batch and
+upload, NDJSON commit, branch, tag, validate-yaml), made with git plumbing, and answers what olah
+answers wrongly for a local mirror: a missing repo, revision or file is a 404 with the Hub's
+X-Error-Code.
 
 `POST /_test/faults` with `{"method": "POST", "path": "regex", "status": 503, "skip": 2, "count": 3}`
 lets `skip` matching requests through, then fails the next `count` with `status`; `DELETE
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -262,6 +264,16 @@ def build_app(root: Path):
                 return JSONResponse({"error": "You already created this repo", "url": url}, status_code=409)
             repos.create(repo_type, repo_id)
         return {"url": url, "name": repo_id, "id": repo_id}
+
+    @router.delete("/api/repos/delete")
+    def delete_repo(body: dict):
+        repo_type = body.get("type") or "model"
+        repo_id = f"{body.get('organization') or 'user'}/{body['name']}"
+        with repos.lock:
+            if not repos.exists(repo_type, repo_id):
+                return error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            shutil.rmtree(repos.path(repo_type, repo_id))
+        return {"ok": True}
 
     @router.post("/api/{repo_type}/{namespace}/{name}/preupload/{revision:path}")
     def preupload(repo_type: str, namespace: str, name: str, revision: str, body: dict):

@@ -97,6 +97,26 @@ def test_fast_equals_generate_on_a_trained_model(trained_copy_model, tokenizer):
     assert fast == ref
 
 
+def test_batches_side_by_side_give_the_same_labels(make_model, tokenizer):
+    model = _eos_prone(make_model(initializer_range=0.2), tokenizer)
+    prompts, bounds = _prompts("reverse_addition", [2, 3, 5], 120, seed=2)
+    one = greedy_label(model, tokenizer, prompts, bounds, batch_size=16, workers=1, disable_tqdm=True)
+    threads = torch.get_num_threads()
+    two = greedy_label(model, tokenizer, prompts, bounds, batch_size=16, workers=2, disable_tqdm=True)
+    assert torch.get_num_threads() == threads  # restored
+    assert two == one
+    assert one == greedy_label(model, tokenizer, prompts, bounds, batch_size=16, backend="generate",
+                               disable_tqdm=True)
+
+
+def test_a_model_with_hooks_is_labeled_one_batch_at_a_time(scripted_model, tokenizer):
+    """The scripted test model counts its steps in a forward hook: batches must not interleave."""
+    model = scripted_model(["0", "0", "<eos>"])
+    prompts = [f"{i:02d}=" for i in range(40)] + [f"{i:03d}=" for i in range(40)]
+    labels = greedy_label(model, tokenizer, prompts, [3] * 80, batch_size=4, workers=2, disable_tqdm=True)
+    assert all(lab.completion == "00" and lab.finished for lab in labels)
+
+
 def test_decode_step_matches_the_model_forward(make_model):
     """One inference step over the preallocated cache gives the model's own logits for that token."""
     for overrides in ({}, {"position_encoding": "rope"}, {"attention_bias": True, "mlp_bias": True}):

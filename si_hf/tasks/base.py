@@ -31,6 +31,8 @@ class Task:
     # character alphabet (one character = one token), or a tuple of tokens (e.g. maze node labels
     # "1".."99", each one token).
     alphabet: str | tuple[str, ...] | None = None
+    # whether levels are (a, b) pairs rather than integers (stored as [a, b] in round datasets)
+    pair_levels: bool = False
 
     def sample(self, level: int, rng: random.Random) -> Problem:
         """A problem at exactly `level` (used for evaluation and self-labeling)."""

@@ -68,6 +68,7 @@ def square_frontier(by_level: dict, threshold: float) -> int:
 @register_task
 class Multiplication(Task):
     name = "multiplication"
+    pair_levels = True  # difficulty is the (digits of a, digits of b) pair
 
     @staticmethod
     def _pair(level) -> tuple[int, int]:
