@@ -28,7 +28,8 @@ logger = logging.getLogger("si_hf")
 STATE_FILE = "hub_state.json"
 PLOT_FILE = "accuracy_by_level.png"
 CARD_FILE = "README.md"
-TEMPLATES = Path(__file__).parent / "model_cards"
+# The card templates live at the top of the checkout (the package is installed editable from it).
+TEMPLATES = Path(__file__).resolve().parents[1] / "model_cards"
 # Transient failures (5xx, 429, timeouts, refused connections) are retried this often, waiting
 # BACKOFF_SECONDS, then twice as long each time (2 + 4 + ... + 32 s in all by default).
 RETRIES = 5

@@ -101,7 +101,7 @@ def test_rounds_on_disk(micro_run):
         else:
             assert set(data["level"]) <= {BASE_MAX_LEVEL + k}
             labels = summary[k]["labels"]
-            assert labels["level"] == BASE_MAX_LEVEL + k
+            assert labels["level"] == str(BASE_MAX_LEVEL + k)  # level names, as in accuracy_by_level
             assert labels["labeled"] == 200 and labels["kept"] == len(data)
             assert labels["filters"] == [{"filter": "length", "in": 200, "out": len(data)}]
             for row in data:
