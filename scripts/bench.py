@@ -252,14 +252,34 @@ def bench_training(args, tokenizer):
 
 # -- memory --------------------------------------------------------------------------------------
 
-def peak_rss_mib(cmd, env=None) -> float:
-    """Peak resident memory (ru_maxrss) of one child process."""
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed with exit code {proc.returncode}")
-    return usage.ru_maxrss / 1024
+PEAK_RSS = """
+import atexit, os, runpy, sys
+
+def report():
+    with open("/proc/self/status") as fh:
+        peak = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    with open(os.environ["SI_HF_PEAK_RSS_FILE"], "w") as out:
+        out.write(peak)
+
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def peak_rss_mib(script, argv, env) -> float:
+    """Peak resident memory (VmHWM, in the child itself: a forked parent's pages do not count) of
+    `python script argv...`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**env, "SI_HF_PEAK_RSS_FILE": os.path.join(tmp, "peak")}
+        log = os.path.join(tmp, "log")
+        with open(log, "w") as fh:
+            done = subprocess.run([sys.executable, "-c", PEAK_RSS, script, *argv], env=env, cwd=REPO_ROOT,
+                                  stdout=fh, stderr=subprocess.STDOUT)
+        if done.returncode:
+            raise RuntimeError(f"{script} failed:\n{open(log).read()[-3000:]}")
+        with open(env["SI_HF_PEAK_RSS_FILE"]) as fh:
+            return int(fh.read()) / 1024
 
 
 LABEL_ONLY = """
@@ -282,22 +302,23 @@ greedy_label(si_model(tok, MODELS["tiny"]), tok, prompts, [task.max_answer_len(p
 def bench_memory(args):
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows = []
-    for n in (args.memory_label_n, 8 * args.memory_label_n):
-        code = LABEL_ONLY.format(root=str(REPO_ROOT), scripts=str(REPO_ROOT / "scripts"), threads=args.threads, n=n,
-                                 bs=args.label_batch_size)
-        mib = peak_rss_mib([sys.executable, "-c", code], env)
-        rows.append([f"label {n} copy problems (level 20, tiny model)", f"{mib:.0f}"])
-        print(f"  memory labeling {n}: {mib:.0f} MiB", flush=True)
-    with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, str(REPO_ROOT / "scripts" / "run_rounds.py"), "--config",
-               str(REPO_ROOT / "recipes" / "copy" / "tiny.yaml"), "--output_dir", out, "--overwrite_output_dir", "true",
-               "--base_examples", "192000", "--base_steps", str(args.memory_steps), "--base_warmup_steps", "0",
-               "--base_decay_steps", "0", "--num_rounds", str(args.memory_rounds), "--round_steps",
-               str(args.memory_steps), "--round_warmup_steps", "0", "--round_decay_steps", "0", "--disable_tqdm",
-               "true", "--num_threads", str(args.threads)]
-        mib = peak_rss_mib(cmd, env)
-    rows.append([f"tiny copy run: 192,000 base examples, {args.memory_rounds} rounds of 4,000 labels, "
-                 f"{args.memory_steps} steps each, full evaluation sets", f"{mib:.0f}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (args.memory_label_n, 8 * args.memory_label_n):
+            script = os.path.join(tmp, "label.py")
+            with open(script, "w") as fh:
+                fh.write(LABEL_ONLY.format(root=str(REPO_ROOT), scripts=str(REPO_ROOT / "scripts"),
+                                           threads=args.threads, n=n, bs=args.label_batch_size))
+            mib = peak_rss_mib(script, [], env)
+            rows.append([f"label {n} copy problems (level 20, tiny model)", f"{mib:.0f}"])
+            print(f"  memory labeling {n}: {mib:.0f} MiB", flush=True)
+        argv = ["--config", str(REPO_ROOT / "recipes" / "copy" / "tiny.yaml"), "--output_dir", os.path.join(tmp, "run"),
+                "--base_examples", "192000", "--base_steps", str(args.memory_steps), "--base_warmup_steps", "0",
+                "--base_decay_steps", "0", "--num_rounds", str(args.memory_rounds), "--round_steps",
+                str(args.memory_steps), "--round_warmup_steps", "0", "--round_decay_steps", "0", "--disable_tqdm",
+                "true", "--num_threads", str(args.threads)]
+        mib = peak_rss_mib(str(REPO_ROOT / "scripts" / "run_rounds.py"), argv, env)
+    rows.append([f"tiny copy run (recipes/copy/tiny.yaml): 192,000 base examples, {args.memory_rounds} rounds of "
+                 f"4,000 labels, {args.memory_steps} steps per round, full evaluation sets", f"{mib:.0f}"])
     print(f"  memory run: {mib:.0f} MiB", flush=True)
     return table(["process", "peak RSS MiB"], rows)
 
