@@ -203,7 +203,7 @@ def scripted_model(make_model, tokenizer):
 
 # -- a Hub on loopback -----------------------------------------------------------------------------
 # A token the runs must never write anywhere (the tests look for it in everything they produce).
-LOCAL_HUB_TOKEN = "hf_localTestTokenMustNeverBeWritten0123"
+LOCAL_HUB_TOKEN = "hf_local-test-token-must-never-be-written"
 
 
 class LocalHub:
