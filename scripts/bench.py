@@ -1,6 +1,6 @@
 """Throughput of si-hf's labeling and training against the plain Hugging Face baseline, side by side.
 
-    python scripts/bench.py            # every target, the sizes of docs/BENCHMARKS.md (several minutes)
+    python scripts/bench.py            # every target, the sizes of docs/BENCHMARKS.md (about 6 minutes on 2 cores)
     python scripts/bench.py --quick    # the same tables on smaller sizes (a minute or two)
     python scripts/bench.py --targets labeling --label_models tiny --label_tasks copy
 
@@ -110,14 +110,16 @@ def generate_labels(model, tokenizer, prompts, bounds, batch_size):
     return out
 
 
-def timed(fn, repeats):
-    """(result, best seconds) over `repeats` runs."""
-    best, result = float("inf"), None
+def timed(fns: dict, repeats: int):
+    """{name: (result, best seconds)}; the functions take turns, `repeats` rounds (slow drifts of a
+    shared machine then touch them alike)."""
+    best = {name: (None, float("inf")) for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            result = fn()
+            best[name] = (result, min(best[name][1], time.perf_counter() - start))
+    return best
 
 
 def bench_labeling(args, tokenizer):
@@ -136,10 +138,12 @@ def bench_labeling(args, tokenizer):
             bs = args.label_batch_size
             generate_labels(model, tokenizer, prompts[:8], bounds[:8], bs)  # warm-up
             greedy_label(model, tokenizer, prompts[:8], bounds[:8], batch_size=bs, disable_tqdm=True)
-            ref, t_gen = timed(lambda: generate_labels(model, tokenizer, prompts, bounds, bs), args.repeats)
-            fast, t_fast = timed(lambda: greedy_label(model, tokenizer, prompts, bounds, batch_size=bs,
-                                                      disable_tqdm=True), args.repeats)
-            _, t_llama = timed(lambda: generate_labels(llama, tokenizer, prompts, bounds, bs), args.repeats)
+            runs = timed({
+                "generate": lambda: generate_labels(model, tokenizer, prompts, bounds, bs),
+                "fast": lambda: greedy_label(model, tokenizer, prompts, bounds, batch_size=bs, disable_tqdm=True),
+                "llama": lambda: generate_labels(llama, tokenizer, prompts, bounds, bs),
+            }, args.repeats)
+            (ref, t_gen), (fast, t_fast), (_, t_llama) = runs["generate"], runs["fast"], runs["llama"]
             same = sum((lab.completion, lab.finished) == r for lab, r in zip(fast, ref))
             finished = sum(lab.finished for lab in fast)
             rows.append([f"{model_name} {shape[0]}x{shape[1]}", f"{task_name} @{level}", n, bs,
@@ -231,6 +235,10 @@ def si_round(args, tokenizer, newest, older, scratch, split=True):
 def bench_training(args, tokenizer):
     newest, older = round_inputs(args)
     with tempfile.TemporaryDirectory() as scratch:
+        # Untimed warm-up of both paths (first-use costs of the libraries would fall on the first run).
+        warm = argparse.Namespace(**{**vars(args), "train_steps": 3})
+        baseline_round(warm, tokenizer, newest, older, scratch)
+        si_round(warm, tokenizer, newest, older, scratch)
         t_base, loss_base, tokens = baseline_round(args, tokenizer, newest, older, scratch)
         print(f"  training baseline: {tokens / t_base:.0f} tokens/s", flush=True)
         t_plain, loss_plain, tokens_plain = si_round(args, tokenizer, newest, older, scratch, split=False)

@@ -128,20 +128,19 @@ def mixture(newest: Dataset, older: list[Dataset], total: int, newest_fraction: 
 
 
 def _char_ids(tokenizer) -> np.ndarray | None:
-    """A byte -> token id table when the tokenizer maps every ASCII character to one token (as si-hf's
-    character tokenizer does), else None."""
+    """A byte -> token id table when the tokenizer writes `<bos>` and then one token per ASCII
+    character (as si-hf's character tokenizer does), else None."""
     vocab = tokenizer.get_vocab()
     special = set(tokenizer.all_special_tokens)
     chars = [t for t in vocab if t not in special]
-    if tokenizer.unk_token_id is None or not all(len(c) == 1 and ord(c) < 128 for c in chars):
+    if None in (tokenizer.unk_token_id, tokenizer.bos_token_id) or not all(len(c) == 1 and ord(c) < 128 for c in chars):
         return None
     table = np.full(128, tokenizer.unk_token_id, dtype=np.int32)
     for c in chars:
         table[ord(c)] = vocab[c]
     sample = "".join(chars) + "<>x"
-    if tokenizer(sample, add_special_tokens=False)["input_ids"] != table[np.frombuffer(sample.encode(), np.uint8)].tolist():
-        return None
-    return table
+    expected = [tokenizer.bos_token_id, *table[np.frombuffer(sample.encode(), np.uint8)].tolist()]
+    return table if tokenizer(sample)["input_ids"] == expected else None
 
 
 def encode_texts(tokenizer, texts: list[str], eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -149,12 +148,12 @@ def encode_texts(tokenizer, texts: list[str], eos: bool = False) -> tuple[np.nda
 
     A table lookup over all texts at once for si-hf's character tokenizer; any other tokenizer (or
     text holding an added token such as `<eos>`, which the tokenizer reads whole) encodes row by row."""
-    bos, end = tokenizer.bos_token_id, [tokenizer.eos_token_id] if eos else []
+    end = [tokenizer.eos_token_id] if eos else []
     table = _char_ids(tokenizer)
     joined = "".join(texts)
     raw = joined.encode()
     text_lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    if table is None or bos is None or len(raw) != len(joined) or any(t in joined for t in tokenizer.get_added_vocab()):
+    if table is None or len(raw) != len(joined) or any(t in joined for t in tokenizer.get_added_vocab()):
         rows = [row + end for row in tokenizer(texts)["input_ids"]]
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum([len(row) for row in rows], out=offsets[1:])
@@ -164,7 +163,7 @@ def encode_texts(tokenizer, texts: list[str], eos: bool = False) -> tuple[np.nda
     values = np.empty(offsets[-1], dtype=np.int32)
     is_text = np.ones(offsets[-1], dtype=bool)
     is_text[offsets[:-1]] = False
-    values[offsets[:-1]] = bos
+    values[offsets[:-1]] = tokenizer.bos_token_id
     if end:
         is_text[offsets[1:] - 1] = False
         values[offsets[1:] - 1] = end[0]

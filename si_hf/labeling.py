@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.modules import module as nn_module
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache
 
@@ -245,8 +246,7 @@ def _batches(offsets: np.ndarray, batch_size: int, parts: int):
 
 
 def _has_hooks(model) -> bool:
-    from torch.nn.modules import module as nn_module
-
+    """Whether any forward hook (global or on one of the model's modules) watches the model."""
     if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
