@@ -7,6 +7,7 @@ import sys
 
 from si_hf.config import RecipeError, parse_recipe
 from si_hf.hub import HubError
+from si_hf.manifest import RoundError, is_disk_full
 from si_hf.rounds import SelfImprovement
 
 
@@ -20,6 +21,14 @@ def main(argv=None):
     except HubError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except RoundError as err:  # a finished round that is missing or corrupted, or a full disk while saving
+        print(f"error: {err}", file=sys.stderr)
+        return 4
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        print(f"error: the disk is full: {err}", file=sys.stderr)
+        return 4
     return 0
 
 

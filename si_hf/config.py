@@ -3,6 +3,8 @@
 import dataclasses
 import difflib
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 
 import yaml
@@ -29,6 +31,14 @@ class Recipe:
     intermediate_size: int = 1536
     position_encoding: str = field(default="nope", metadata={"help": "nope or rope."})
 
+    # Or a pretrained start (si_hf.pretrained): any AutoModelForCausalLM checkpoint, its vocabulary cut to the
+    # task's characters; the model fields above are then unused. Optional LoRA (peft), merged every round.
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained causal LM (local directory or Hub id) to start from instead of a new si-hf model."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank with model_name_or_path (0: full fine-tuning); each round trains a fresh adapter (plus the embedding and output rows) and merges it."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale lora_alpha / lora_r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "all-linear (every linear layer but the output head) or comma-separated module names, e.g. q_proj,v_proj."})
+
     # Round 0: base data
     base_min_level: int = 1
     base_max_level: int = 10
@@ -44,6 +54,24 @@ class Recipe:
     labels_per_round: int = field(default=20000, metadata={"help": "Problems the model labels each round."})
     filters: list[str] = field(default_factory=lambda: ["length"], metadata={"help": "Label filters, in order."})
     newest_fraction: float = field(default=0.5, metadata={"help": "Share of each round's batches from its newest data."})
+
+    # Majority vote over K seed lineages
+    num_seeds: int = field(default=1, metadata={"help": "K models trained with seeds seed, seed+1, ..., one after another; with K > 1 each labels the same problems, a majority_vote filter decides the labels and every model trains on them (round-<k>/model is seed 0's, round-<k>/models/seed-<i> the others)."})
+    eval_all_seeds: bool = field(default=False, metadata={"help": "With num_seeds > 1, also evaluate every other lineage each round (seed_accuracy_by_level in eval.json); the frontier is seed 0's."})
+
+    # Schedule: which levels each round labels
+    schedule: str = field(default="plus_one", metadata={"help": "plus_one (the stage after the highest trained) or accelerated (probe the stages after it, label every consecutive one scoring >= frontier_threshold, at least one)."})
+    probe_size: int = field(default=200, metadata={"help": "accelerated: fresh problems per probed level (never held-out ones)."})
+    probe_max_levels: int = field(default=8, metadata={"help": "accelerated: most stages probed (and so labeled) in one round."})
+
+    # Stop rules (default off)
+    stop_patience: int | None = field(default=None, metadata={"help": "Stop when the frontier has not moved for this many rounds."})
+    collapse_floor: float | None = field(default=None, metadata={"help": "Stop when accuracy at a level inside the previous round's frontier falls below this."})
+
+    # Error avalanche: corrupt part of one round's labels on purpose
+    corrupt_round: int | None = field(default=None, metadata={"help": "The round (>= 1) whose kept labels are corrupted after filtering."})
+    corrupt_fraction: float = field(default=0.0, metadata={"help": "Share of that round's kept labels corrupted."})
+    corrupt_mode: str = field(default="digits", metadata={"help": "digits (uniform random digits, same length), drop_tail (last digit dropped) or perturb_tail (last digit +-1)."})
 
     # Optimization (AdamW, warmup-stable-decay to min_lr_ratio of the peak)
     batch_size: int = 1024
@@ -81,8 +109,11 @@ class Recipe:
     init_from: str | None = field(default=None, metadata={"help": "Start from a published round, REPO@round-<k>: the run continues with round k+1."})
 
     def validate(self):
+        from .corruption import CORRUPT_MODES
+        from .schedule import SCHEDULES
         from .tasks import get_task
 
+        check_field_types(self)  # a YAML value of the wrong type (a list for a number, ...) names its field
         try:
             get_task(self.task)
         except ValueError as err:
@@ -91,10 +122,31 @@ class Recipe:
             raise RecipeError(f"num_attention_heads={self.num_attention_heads!r}: must be positive")
         if not isinstance(self.filters, list):
             raise RecipeError(f"filters={self.filters!r}: must be a list, e.g. [length]")
-        for name in ("batch_size", "base_steps", "round_steps", "labels_per_round", "eval_size", "num_rounds"):
+        for name in ("batch_size", "base_steps", "round_steps", "labels_per_round", "eval_size", "num_rounds",
+                     "num_seeds", "probe_size", "probe_max_levels"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise RecipeError(f"{name}={getattr(self, name)!r}: must be an integer")
         checks = [
+            # sizes, steps and optimizer settings that cannot be negative (or zero)
+            ("num_hidden_layers", self.num_hidden_layers >= 1, "must be >= 1"),
+            ("hidden_size", self.hidden_size > 0, "must be positive"),
+            ("intermediate_size", self.intermediate_size > 0, "must be positive"),
+            ("base_examples", self.base_examples is None or self.base_examples > 0, "must be positive (or unset)"),
+            ("base_steps", self.base_steps > 0, "must be positive"),
+            ("base_warmup_steps", self.base_warmup_steps >= 0, "must be >= 0"),
+            ("base_decay_steps", self.base_decay_steps >= 0, "must be >= 0"),
+            ("round_steps", self.round_steps >= 0, "must be >= 0"),
+            ("round_warmup_steps", self.round_warmup_steps >= 0, "must be >= 0"),
+            ("round_decay_steps", self.round_decay_steps >= 0, "must be >= 0"),
+            ("round_learning_rate", self.round_learning_rate is None or self.round_learning_rate > 0,
+             "must be positive (or unset)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("adam_beta1", 0.0 <= self.adam_beta1 < 1.0, "must be in [0, 1)"),
+            ("adam_beta2", 0.0 <= self.adam_beta2 < 1.0, "must be in [0, 1)"),
+            ("adam_epsilon", self.adam_epsilon >= 0, "must be >= 0"),
+            ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0"),
+            ("logging_steps", self.logging_steps > 0, "must be positive"),
+            ("num_threads", self.num_threads is None or self.num_threads >= 1, "must be >= 1 (or unset)"),
             ("position_encoding", self.position_encoding in ("nope", "rope"), "must be 'nope' or 'rope'"),
             ("labeler", self.labeler in ("fast", "generate"), "must be 'fast' or 'generate'"),
             ("hidden_size", self.hidden_size % self.num_attention_heads == 0, "must be divisible by num_attention_heads"),
@@ -116,7 +168,26 @@ class Recipe:
             ("frontier_threshold", 0.0 <= self.frontier_threshold <= 1.0, "must be in [0, 1]"),
             ("newest_fraction", 0.0 <= self.newest_fraction <= 1.0, "must be in [0, 1]"),
             ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
+            ("num_seeds", self.num_seeds >= 1, "must be >= 1"),
+            ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
+            ("probe_size", self.probe_size > 0, "must be positive"),
+            ("probe_max_levels", self.probe_max_levels > 0, "must be positive"),
+            ("stop_patience", self.stop_patience is None or self.stop_patience >= 1, "must be >= 1 (or unset)"),
+            ("collapse_floor", self.collapse_floor is None or 0.0 <= self.collapse_floor <= 1.0,
+             "must be in [0, 1] (or unset)"),
+            ("corrupt_round", self.corrupt_round is None or self.corrupt_round >= 1,
+             "must be >= 1 (round 0 is ground truth)"),
+            ("corrupt_fraction", 0.0 <= self.corrupt_fraction <= 1.0, "must be in [0, 1]"),
+            ("corrupt_mode", self.corrupt_mode in CORRUPT_MODES, f"must be one of {', '.join(CORRUPT_MODES)}"),
         ]
+        if not isinstance(self.lora_r, int) or isinstance(self.lora_r, bool) or self.lora_r < 0:
+            raise RecipeError(f"lora_r={self.lora_r!r}: must be an integer >= 0")
+        if self.lora_r and not self.model_name_or_path:
+            raise RecipeError(f"lora_r={self.lora_r!r}: LoRA needs a pretrained start (model_name_or_path)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise RecipeError(f"lora_dropout={self.lora_dropout!r}: must be in [0, 1)")
+        if self.lora_r and not self.lora_target_modules.strip(" ,"):
+            raise RecipeError("lora_target_modules: name at least one module, or all-linear")
         if self.push_to_hub and not self.hub_model_id:
             raise RecipeError("push_to_hub: needs hub_model_id (namespace/name)")
         if self.init_from is not None:
@@ -129,25 +200,75 @@ class Recipe:
         for name, ok, why in checks:
             if not ok:
                 raise RecipeError(f"{name}={getattr(self, name)!r}: {why}")
-        from .filters import parse_filter_spec
+        from .filters import VOTE_FILTER, parse_filter_spec
 
+        votes = 0
         for spec in self.filters:
             try:
-                parse_filter_spec(spec)
+                votes += parse_filter_spec(spec)[0] == VOTE_FILTER
             except ValueError as err:
                 raise RecipeError(f"filters: {err}") from None
+        if votes > 1:
+            raise RecipeError(f"filters: at most one {VOTE_FILTER} filter, got {self.filters}")
+        if votes and self.num_seeds < 2:
+            raise RecipeError(f"filters: {VOTE_FILTER} needs num_seeds >= 2 models to vote (num_seeds={self.num_seeds})")
+        if self.num_seeds > 1 and not votes:
+            raise RecipeError(f"num_seeds={self.num_seeds}: several models need a {VOTE_FILTER} filter "
+                              f"(e.g. '{VOTE_FILTER}:tau=0.7') to agree on one label per problem")
+        if self.num_seeds > 1 and self.init_from is not None:
+            raise RecipeError(f"init_from={self.init_from!r}: a published round holds one lineage; it cannot start "
+                              f"num_seeds={self.num_seeds} lineages")
         return self
 
     # Fields that change how a run is watched or how fast it goes, never what it computes.
     RESUMABLE_CHANGES = ("num_rounds", "report_to", "logging_steps", "disable_tqdm", "overwrite_output_dir",
                          "label_batch_size", "output_dir", "num_threads", "push_to_hub", "hub_model_id",
-                         "hub_dataset_id", "hub_private")
+                         "hub_dataset_id", "hub_private",
+                         # the stop rules decide only whether more rounds run; eval_all_seeds only adds records
+                         "stop_patience", "collapse_floor", "eval_all_seeds")
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name for f in dataclasses.fields(Recipe)}
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, t) for t in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list or tp is list:
+        return isinstance(value, list)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(tp) -> str:
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    parts = [names.get(t, "a list" if typing.get_origin(t) is list else getattr(t, "__name__", str(t)))
+             for t in args if t is not type(None)]
+    return " or ".join(parts) + (" (or unset)" if type(None) in args else "")
+
+
+def check_field_types(recipe: "Recipe"):
+    """RecipeError naming the first field whose value is not of its declared type (YAML values reach the
+    recipe as YAML typed them: a list, a mapping or a number where a string is due)."""
+    hints = typing.get_type_hints(type(recipe))
+    for f in dataclasses.fields(recipe):
+        value = getattr(recipe, f.name)
+        if not _type_ok(value, hints[f.name]):
+            raise RecipeError(f"{f.name}={value!r}: must be {_type_name(hints[f.name])}")
 
 
 def read_yaml(path: str) -> dict:

@@ -3,7 +3,9 @@
 import os
 
 import evaluate
+from accelerate import PartialState
 
+from .distributed import map_split
 from .labeling import greedy_label
 from .tasks import Problem, Task
 
@@ -34,8 +36,14 @@ def evaluate_levels(model, tokenizer, task: Task, eval_sets: dict, batch_size=10
         problems += eval_sets[level]
         positions += [position] * len(eval_sets[level])
     prompts = [task.prompt(p) for p in problems]
-    labels = greedy_label(model, tokenizer, prompts, [task.max_answer_len(q) for q in prompts],
-                          batch_size=batch_size, backend=backend, desc="evaluating", disable_tqdm=disable_tqdm)
+    bounds = [task.max_answer_len(q) for q in prompts]
+    # With several processes each decodes its share of every level; all of them get every prediction, in
+    # order, and compute the same table (si_hf.distributed.map_split).
+    quiet = disable_tqdm or not PartialState().is_local_main_process
+    labels = map_split(lambda share: greedy_label(model, tokenizer, [prompts[i] for i in share],
+                                                  [bounds[i] for i in share], batch_size=batch_size,
+                                                  backend=backend, desc="evaluating", disable_tqdm=quiet),
+                       range(len(prompts)), positions)
     # The metric groups by an integer: each level's position, mapped back to the level afterwards.
     result = (metric or load_metric()).compute(
         predictions=[lab.completion for lab in labels],

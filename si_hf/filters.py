@@ -6,10 +6,13 @@ options: `length`, `length_relative`, `length_relative:threshold=3`.
 
 Majority vote needs the labels of K models for the same prompts, so it is not a FILTERS entry:
 `majority_vote(label_sets, tau)` keeps a prompt when enough models agree, and `vote_labels` turns
-the agreed outputs into labels the other filters can then run on.
+the agreed outputs into labels the other filters can then run on. A recipe names it as the spec
+`majority_vote` or `majority_vote:tau=0.6` (with `num_seeds` > 1); `select_labels` runs the vote
+first, then the other specs one by one.
 """
 
 import difflib
+import inspect
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -53,14 +56,19 @@ def length_relative_filter(task: Task, labels: list[Label], threshold: int = 2) 
 def confidence_filter(task: Task, labels: list[Label], threshold: float = 0.9) -> list[bool]:
     """Keep labels that the labeling model chose with probability >= threshold at every token: a
     self-assessed filter (the model's own probabilities, never the true answer)."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"confidence: threshold must be in [0, 1], got {threshold!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"confidence: threshold must be a number in [0, 1], got {threshold!r}")
     if any(lab.confidence is None for lab in labels):
         raise ValueError("confidence: labels carry no confidence; score them with si_hf.confidence.score_labels")
     return [lab.finished and lab.confidence >= threshold for lab in labels]
 
 
 FILTERS = {"length": length_filter, "length_relative": length_relative_filter, "confidence": confidence_filter}
+
+# Filters over the labels of several models (the loop runs them, not `apply_filters`): name -> options.
+VOTE_FILTER = "majority_vote"
+DEFAULT_TAU = 0.7  # the paper: ceil(0.7 * 5) = 4 of 5 models
+MULTI_MODEL_FILTERS = {VOTE_FILTER: ("tau",)}
 
 
 def parse_filter_spec(spec) -> tuple[str, dict]:
@@ -76,16 +84,45 @@ def parse_filter_spec(spec) -> tuple[str, dict]:
             if not eq or not key.strip():
                 raise ValueError(f"filter {spec!r}: options look like key=value, got {item!r}")
             try:
-                options[key.strip()] = yaml.safe_load(value.strip())
+                options[key.strip()] = _scalar(yaml.safe_load(value.strip()))
             except yaml.YAMLError:
                 raise ValueError(f"filter {spec!r}: cannot read the value of {key.strip()!r}") from None
     else:
         raise ValueError(f"a filter is a name like 'length' or 'length_relative:threshold=2', got {spec!r}")
+    if name in MULTI_MODEL_FILTERS:
+        unknown = sorted(set(options) - set(MULTI_MODEL_FILTERS[name]))
+        if unknown:
+            raise ValueError(f"filter {spec!r}: unknown option(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(MULTI_MODEL_FILTERS[name])}")
+        if "tau" in options:
+            tau = options["tau"]
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau <= 1.0:
+                raise ValueError(f"filter {spec!r}: tau must be a number in (0, 1], got {tau!r}")
+        return name, options
     if name not in FILTERS:
-        close = difflib.get_close_matches(name, FILTERS, n=1)
+        known = [*FILTERS, *MULTI_MODEL_FILTERS]
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown filter {name!r}{hint}; known: {', '.join(FILTERS)}")
+        raise ValueError(f"unknown filter {name!r}{hint}; known: {', '.join(known)}")
+    known = list(inspect.signature(FILTERS[name]).parameters)[2:]  # after (task, labels)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"filter {spec!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}")
+    try:  # option values checked when the recipe is read, not rounds later: a dry run over no labels
+        FILTERS[name](None, [], **options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"filter {spec!r}: {err}") from None
     return name, options
+
+
+def _scalar(value):
+    """A YAML scalar, with numbers YAML 1.1 leaves as strings (`1e-9`) read as floats."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def apply_filters(task: Task, labels: list[Label], names: list, keep: list[bool] | None = None
@@ -96,6 +133,10 @@ def apply_filters(task: Task, labels: list[Label], names: list, keep: list[bool]
     Each filter sees only the labels that survived the ones before it (a batch-relative rule after
     `length` compares with the longest plausible label, not with an overlong one)."""
     parsed = [(spec, *parse_filter_spec(spec)) for spec in names]  # refuse a bad spec before any work
+    for spec, name, _ in parsed:
+        if name in MULTI_MODEL_FILTERS:
+            raise ValueError(f"filter {spec!r} needs the labels of several models: use `select_labels` "
+                             "(or `vote_labels`), not apply_filters")
     keep = [True] * len(labels) if keep is None else [bool(k) for k in keep]
     if len(keep) != len(labels):
         raise ValueError(f"keep has {len(keep)} entries for {len(labels)} labels")
@@ -160,3 +201,40 @@ def vote_labels(label_sets: list[list[Label]], tau: float = 0.7) -> tuple[list[L
     stats = {"filter": "majority_vote", "in": len(labels), "out": sum(keep), "models": len(label_sets),
              "min_votes": min_votes(len(label_sets), tau)}
     return labels, keep, stats
+
+
+def select_labels(task: Task, label_sets: list[list[Label]], specs: list, score=None
+                  ) -> tuple[list[Label], list[bool], list[dict], list[list[bool]]]:
+    """The recipe's filters over the labels of one or more models (label_sets[m][i]: model m, prompt i).
+
+    With a `majority_vote[:tau=...]` spec the vote runs first, wherever it is listed (it decides the
+    label: the completion that got the votes); without one there must be exactly one model. Then
+    `score(labels) -> labels` (e.g. filling `confidence` with the first model) when given, then the
+    other specs one by one, in order. Returns the labels, the final keep-mask, one stats entry per step
+    ({"filter", "in", "out", ...}, the vote first) and the keep-mask after each step, parallel to the
+    stats (for analysis columns computed by the caller). Never sees a true answer."""
+    parsed = [(spec, *parse_filter_spec(spec)) for spec in specs]
+    votes = [(spec, options) for spec, name, options in parsed if name == VOTE_FILTER]
+    if len(votes) > 1:
+        raise ValueError(f"at most one {VOTE_FILTER} filter, got {[spec for spec, _ in votes]}")
+    stats, masks = [], []
+    if votes:
+        spec, options = votes[0]
+        labels, keep, vote_stats = vote_labels(label_sets, options.get("tau", DEFAULT_TAU))
+        stats.append({**vote_stats, "filter": spec if isinstance(spec, str) else VOTE_FILTER})
+        masks.append(list(keep))
+    elif len(label_sets) != 1:
+        raise ValueError(f"{len(label_sets)} models' labels need a {VOTE_FILTER} filter to become one label set")
+    else:
+        labels, keep = list(label_sets[0]), None
+    if score is not None:
+        labels = score(labels)
+    for spec, name, _ in parsed:
+        if name == VOTE_FILTER:
+            continue
+        keep, step = apply_filters(task, labels, [spec], keep=keep)
+        stats += step
+        masks.append(list(keep))
+    if keep is None:
+        keep = [True] * len(labels)
+    return labels, keep, stats, masks

@@ -217,8 +217,10 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
     )
     if parent is None and k > 0:
         parent = f"{model_repo}@round-{k - 1}" if model_repo else f"round-{k - 1} (this run)"
+    pretrained = recipe.get("model_name_or_path")
     if parent is None:
-        parent_text = "none: round 0 trains from scratch on ground truth"
+        parent_text = (f"none: round 0 fine-tunes `{pretrained}` on ground truth" if pretrained
+                       else "none: round 0 trains from scratch on ground truth")
     elif "@" in parent:
         repo, j = parse_init_from(parent)
         parent_text = f"[{parent}]({hub_url(repo, revision=revision_of(j))})"
@@ -251,7 +253,7 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
         num_hidden_layers=recipe.get("num_hidden_layers"), hidden_size=recipe.get("hidden_size"),
         position_encoding={"nope": "no positional encoding (NoPE)", "rope": "RoPE"}.get(
             recipe.get("position_encoding"), recipe.get("position_encoding")),
-        num_parameters=count_parameters(model_dir),
+        num_parameters=count_parameters(model_dir), pretrained=pretrained, lora_r=recipe.get("lora_r"),
         plot_file=PLOT_FILE, summary_table=summary_table(summary), model_ref=model_ref, revision_arg=revision_arg,
         data_load=data_load, data_import=data_import, model_arg=model_arg, revision_flag=revision_flag,
         eval_levels=f"{recipe.get('eval_min_level')}-{recipe.get('eval_max_level')}",
@@ -468,6 +470,7 @@ def import_rounds(init_from: str, out, recipe) -> int:
     from huggingface_hub import ModelCard, hf_hub_download, snapshot_download
 
     from .config import RecipeError
+    from .manifest import write_manifest
     from .rounds import round_dir
 
     repo, k = parse_init_from(init_from)
@@ -500,6 +503,7 @@ def import_rounds(init_from: str, out, recipe) -> int:
             for path in snapshot.iterdir():
                 if path.is_file() and path.name not in ("eval.json", "summary.jsonl", "recipe.yaml"):
                     shutil.copy(path, tmp / "model" / path.name)
+        write_manifest(tmp, j, recipe.to_dict(), parent=f"{repo}@round-{j - 1}" if j else None)  # counts as finished
         if round_dir(out, j).exists():  # left by an import that was interrupted
             shutil.rmtree(round_dir(out, j))
         os.replace(tmp, round_dir(out, j))

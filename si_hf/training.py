@@ -1,16 +1,25 @@
 """One round of training through `transformers.Trainer` (AdamW, warmup-stable-decay)."""
 
 import torch
+from accelerate import PartialState
 from transformers import Trainer, TrainingArguments
 
 from .data import PromptMaskingCollator
+from .distributed import per_device_batch_size
+from .killpoints import trainer_callbacks
 from .modeling import SIConfig, SIForCausalLM
 
 # What the collator needs of a tokenized round; the Trainer's sampler reads `length` when grouping.
 TRAIN_COLUMNS = ("input_ids", "prompt_len", "length")
 
 
-def build_model(recipe, tokenizer) -> SIForCausalLM:
+def build_model(recipe, tokenizer):
+    """Round 0's model: a new SIForCausalLM, or with `model_name_or_path` that pretrained model over the
+    tokenizer's vocabulary (si_hf.pretrained)."""
+    if recipe.model_name_or_path:
+        from .pretrained import load_pretrained
+
+        return load_pretrained(recipe, tokenizer)
     config = SIConfig(
         vocab_size=len(tokenizer),
         hidden_size=recipe.hidden_size,
@@ -68,7 +77,9 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
     args = TrainingArguments(
         output_dir=scratch_dir,
         max_steps=steps,
-        per_device_train_batch_size=recipe.batch_size,
+        # `batch_size` is the global batch: under `accelerate launch --num_processes N` each process takes
+        # batch_size / N rows of every step (si_hf.distributed), so a step draws the same rows with any N.
+        per_device_train_batch_size=per_device_batch_size(recipe.batch_size, PartialState().num_processes),
         learning_rate=lr,
         lr_scheduler_type="warmup_stable_decay",
         warmup_steps=warmup,
@@ -99,4 +110,5 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         args=args,
         train_dataset=train_dataset,
         data_collator=PromptMaskingCollator(tokenizer.pad_token_id, split_pieces=True),
+        callbacks=trainer_callbacks(round_idx),  # empty unless a test asks to be killed mid-training
     )

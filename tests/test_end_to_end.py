@@ -103,7 +103,9 @@ def test_rounds_on_disk(micro_run):
             labels = summary[k]["labels"]
             assert labels["level"] == str(BASE_MAX_LEVEL + k)  # level names, as in accuracy_by_level
             assert labels["labeled"] == 200 and labels["kept"] == len(data)
-            assert labels["filters"] == [{"filter": "length", "in": 200, "out": len(data)}]
+            assert [{k: v for k, v in f.items() if k != "label_accuracy"} for f in labels["filters"]] == [
+                {"filter": "length", "in": 200, "out": len(data)}]
+            assert labels["filters"][0]["label_accuracy"] == labels["label_accuracy_kept"]
             for row in data:
                 assert task.plausible(row["prompt"], row["completion"])  # the length filter ran
                 assert row["correct"] == (row["completion"] == row["prompt"][:-1])

@@ -69,6 +69,8 @@ def test_length_relative_edge_cases():
     (" length_relative : threshold = 3 ", ("length_relative", {"threshold": 3})),
     ("length_relative:threshold=3,", ("length_relative", {"threshold": 3})),
     (("length_relative", {"threshold": 4}), ("length_relative", {"threshold": 4})),
+    ("majority_vote", ("majority_vote", {})),
+    ("majority_vote:tau=0.6", ("majority_vote", {"tau": 0.6})),
 ])
 def test_parse_filter_spec(spec, expected):
     assert parse_filter_spec(spec) == expected
@@ -76,7 +78,10 @@ def test_parse_filter_spec(spec, expected):
 
 @pytest.mark.parametrize("spec,match", [
     ("lenght", "did you mean 'length'"),
-    ("majority_vote", "unknown filter"),
+    ("majority_vot", "did you mean 'majority_vote'"),
+    ("majority_vote:tau=0", "tau must be"),
+    ("majority_vote:tau=yes", "tau must be"),
+    ("majority_vote:k=3", "unknown option"),
     ("length_relative:threshold", "key=value"),
     ("length_relative:=3", "key=value"),
     ("length_relative:threshold=[1", "cannot read"),

@@ -1,0 +1,193 @@
+"""Round manifests: what makes a round directory count as finished, and the checks on resume.
+
+A round is written into `.round-<k>.tmp` (see `staged_round`), then `manifest.json` is added (the
+sha256 and size of every other file in the directory, the recipe's hash, the parent round), and
+only then is the directory renamed to `round-<k>`. `is_finished` counts a round only when its manifest
+is there and reads back; `verify_round` recomputes the checksums on resume and names the first file
+that does not match. Nothing here trains or loads a model.
+
+Runs written before manifests existed (every round directory without one, none with one) are adopted
+once by `adopt_legacy_rounds`: their directories were renamed into place only when complete, too.
+"""
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger("si_hf")
+
+MANIFEST = "manifest.json"
+FORMAT = "si-hf-round-manifest/1"
+
+
+class RoundError(RuntimeError):
+    """A round on disk that cannot be used (missing, corrupted) or cannot be written (disk full); the
+    message names the file and the reason."""
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recipe_hash(recipe: dict) -> str:
+    """sha256 of the recipe fields that decide what a run computes (not those a rerun may change)."""
+    from .config import Recipe
+
+    kept = {k: v for k, v in sorted(recipe.items()) if k not in Recipe.RESUMABLE_CHANGES}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory).as_posix() != MANIFEST)
+
+
+def write_manifest(directory, k: int, recipe: dict, parent: str | None = None, parent_dir=None,
+                   adopted: bool = False) -> dict:
+    """Writes `directory/manifest.json` for round k: every file's sha256 and size (each file is flushed
+    to disk first), the recipe hash, the parent round and the sha256 of the parent's manifest."""
+    directory = Path(directory)
+    files = {}
+    for path in _files(directory):
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())  # the bytes hashed are on disk before the round can count as finished
+        files[path.relative_to(directory).as_posix()] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    manifest = {"format": FORMAT, "round": k, "parent": parent, "recipe_sha256": recipe_hash(recipe), "files": files}
+    parent_manifest = Path(parent_dir) / MANIFEST if parent_dir is not None else None
+    if parent_manifest is not None and parent_manifest.is_file():
+        manifest["parent_manifest_sha256"] = sha256_file(parent_manifest)
+    if adopted:
+        manifest["adopted"] = True  # written after the fact for a round older than manifests
+    tmp = directory / (MANIFEST + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, directory / MANIFEST)
+    return manifest
+
+
+def read_manifest(directory) -> dict | None:
+    """The manifest of a round directory, or None when it is missing or unreadable."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("round"), int)
+            or not isinstance(manifest.get("files"), dict)
+            or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("size"), int)
+                       for v in manifest["files"].values())):
+        return None
+    return manifest
+
+
+def is_finished(directory, k: int) -> bool:
+    """Whether `directory` holds finished round k: its manifest is there, reads back and names round k."""
+    manifest = read_manifest(directory)
+    return manifest is not None and manifest["round"] == k
+
+
+def verify_round(directory, quick: bool = False):
+    """Checks the files of a finished round against its manifest (sizes only when `quick`); raises
+    RoundError naming the first file that is missing or whose checksum differs."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise RoundError(f"{directory / MANIFEST} is missing or unreadable: {directory} is not a finished round")
+    for name, expected in sorted(manifest["files"].items()):
+        path = directory / name
+        fix = (f"Restore the file, or delete {directory} and every later round to compute them again "
+               "(rerun the same command).")
+        if not path.is_file():
+            raise RoundError(f"{path} is missing (listed in {directory / MANIFEST}). {fix}")
+        size = path.stat().st_size
+        if size != expected["size"]:
+            raise RoundError(f"{path} is corrupted: {size} bytes, its manifest says {expected['size']}. {fix}")
+        if not quick and sha256_file(path) != expected["sha256"]:
+            raise RoundError(f"{path} is corrupted: its sha256 does not match {directory / MANIFEST}. {fix}")
+
+
+def verify_rounds(out, done: list[int]):
+    """On resume: the last finished round in full (its checkpoint is what training continues from), the
+    earlier ones by size (their data feeds the mixture)."""
+    for k in done:
+        verify_round(Path(out) / f"round-{k}", quick=k != done[-1])
+
+
+def unfinished_round_dirs(out) -> list[Path]:
+    """`round-<k>` directories without a valid manifest: they do not count (and are replaced when the
+    round is computed again)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    return sorted(d for d in out.glob("round-*") if d.name.removeprefix("round-").isdigit()
+                  and not is_finished(d, int(d.name.removeprefix("round-"))))
+
+
+def adopt_legacy_rounds(out, recipe: dict, log=logger.warning) -> list[int]:
+    """Writes manifests for the rounds of a run older than manifests: only when no round directory of
+    `out` has a manifest, for each `round-<k>` holding eval.json (renamed into place only once
+    complete, by the code that wrote it). Returns the rounds adopted."""
+    out = Path(out)
+    dirs = {int(d.name.removeprefix("round-")): d for d in out.glob("round-*")
+            if d.is_dir() and d.name.removeprefix("round-").isdigit()} if out.is_dir() else {}
+    if not dirs or any((d / MANIFEST).exists() for d in dirs.values()):
+        return []
+    adopted = []
+    for k in sorted(dirs):
+        if not (dirs[k] / "eval.json").is_file():
+            break
+        write_manifest(dirs[k], k, recipe, parent=f"round-{k - 1}" if k else None,
+                       parent_dir=dirs.get(k - 1), adopted=True)
+        adopted.append(k)
+    if adopted:
+        log(f"{out}: rounds {adopted[0]}-{adopted[-1]} predate round manifests; wrote one for each (adopted).")
+    return adopted
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def staged_round(out, k: int, recipe: dict, parent: str | None = None):
+    """Yields the empty `.round-<k>.tmp` to write round k into; on success adds the manifest and renames
+    it to `round-<k>` (replacing a `round-<k>` without a valid manifest). On any error the temporary
+    directory is removed and no round directory appears; a full disk becomes a RoundError saying so."""
+    out = Path(out)
+    tmp, final = out / f".round-{k}.tmp", out / f"round-{k}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        write_manifest(tmp, k, recipe, parent=parent, parent_dir=out / f"round-{k - 1}" if k else None)
+        if final.exists():
+            if is_finished(final, k):
+                raise RoundError(f"{final} is already a finished round; refusing to replace it")
+            shutil.rmtree(final)  # left without a valid manifest: not a finished round
+        os.replace(tmp, final)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(err):
+            raise RoundError(f"the disk is full: cannot save round {k} into {out} ({err}). Round {k} was not "
+                             f"saved and its temporary directory {tmp} was removed; free some space and rerun "
+                             "the same command to continue.") from err
+        raise
+    try:  # the rename itself survives a crash once the directory entry is on disk
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
