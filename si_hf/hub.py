@@ -10,7 +10,6 @@ rerunning the same command pushes what is missing without retraining. The token 
 or `hf auth login`, read by huggingface_hub; it is never written anywhere.
 """
 
-import hashlib
 import io
 import json
 import logging
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from .manifest import sha256_file
 
 logger = logging.getLogger("si_hf")
 
@@ -127,14 +128,6 @@ def parent_of(out, k: int) -> str | None:
     """`REPO@round-j` when round k is the first round after rounds started from the Hub."""
     imported = imported_from(out)
     return imported["from"] if imported and k == imported["last_round"] + 1 else None
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def published_recipe(recipe: dict) -> str:
@@ -405,7 +398,7 @@ class Publisher:
             ]
             return ops
 
-        return self.commit_round("model", self.model_repo, k, operations, weights.name, sha256_of(weights))
+        return self.commit_round("model", self.model_repo, k, operations, weights.name, sha256_file(weights))
 
     def push_data(self, k: int, summary: list[dict]) -> str:
         from datasets import load_from_disk
@@ -433,7 +426,7 @@ class Publisher:
                                            model_repo=self.model_repo, row_counts=counts)
                 return ops + [CommitOperationAdd(CARD_FILE, card.encode())]
 
-            return self.commit_round("dataset", self.data_repo, k, operations, data_path(k), sha256_of(parquet(k)))
+            return self.commit_round("dataset", self.data_repo, k, operations, data_path(k), sha256_file(parquet(k)))
 
     def commit_round(self, repo_type: str, repo: str, k: int, operations, marker: str, marker_sha: str) -> str:
         """One commit on main holding round k, then the branch and the tag round-k on it. A round-k
