@@ -6,11 +6,19 @@ confidence pass and evaluation are per-row computations, so each process takes a
 into the original order on every process (`accelerate.utils.gather_object`): every process ends with
 the full list, so all of them build the same round dataset and train on the same rows. Greedy decoding
 gives a row the same output whatever batch it is in, so N processes label exactly as one does.
+
+Under FSDP (version 2) the Trainer shards the model in place: after each round's training every process
+gathers the full weights into a plain model (`unsharded_model`), which labels, evaluates, is saved, and
+is sharded afresh by the next round's Trainer. Accelerate turns FSDP into DDP on the CPU; the Trainer
+turns it back on there (`fsdp_on_cpu`), so FSDP runs on CPU processes over gloo (what the tests run).
 """
 
+import copy
 import os
 
+import torch
 from accelerate import PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, gather_object, parse_flag_from_env
 
 from .config import RecipeError
@@ -75,19 +83,23 @@ def per_device_batch_size(batch_size: int, num_processes: int) -> int:
     return batch_size // num_processes
 
 
+def uses_fsdp() -> bool:
+    """Whether this run was launched with FSDP (`accelerate launch` with distributed_type FSDP)."""
+    return parse_flag_from_env("ACCELERATE_USE_FSDP")
+
+
 def process_state() -> PartialState:
     """This process's PartialState, for the loop.
 
     `accelerate launch --multi_gpu --num_processes N` (or recipes/accelerate/*.yaml) on a machine without
     a GPU starts N processes that accelerate would leave unconnected (each one training alone): they are
     connected over gloo on the CPU instead, as with `ACCELERATE_USE_CPU=true` (which the Trainer reads
-    too). FSDP is refused: the Trainer shards the model in place, while labeling (each process decoding
-    its own rows with the weights read directly) and saving need the full weights on every process,
-    which the loop does not gather yet. DDP (or one process) is what the loop supports."""
-    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
+    too). FSDP is supported in version 2 (recipes/accelerate/fsdp.yaml); on the CPU only version 2 is
+    (`fsdp_on_cpu`), and version 1 is refused with a message."""
+    if (uses_fsdp() and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+            and os.environ.get("FSDP_VERSION", "1") != "2"):
         raise RecipeError(
-            "the self-improvement loop does not support FSDP yet: labeling, evaluation and saving read the full "
-            "weights on every process. Use DDP (recipes/accelerate/multi_gpu.yaml); see README.md, 'Several "
+            "FSDP on the CPU needs fsdp_version: 2 (recipes/accelerate/fsdp.yaml); see README.md, 'Several "
             "processes, GPUs or nodes'.")
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     if state.distributed_type == DistributedType.NO and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -95,3 +107,39 @@ def process_state() -> PartialState:
         PartialState._reset_state()  # not connected yet: nothing to tear down
         state = PartialState(cpu=True)
     return state
+
+
+def fsdp_on_cpu(accelerator) -> bool:
+    """Turns FSDP back on for a freshly made `accelerator` of a run launched with FSDP on CPU processes.
+
+    Accelerate keeps its FSDP plugin for accelerator devices only: on the CPU it leaves the processes
+    MULTI_CPU, and the model would be wrapped in DDP. torch's `fully_shard` (FSDP2) works over gloo on
+    the CPU, so the plugin (read from the FSDP_* variables `accelerate launch` sets) is put back and the
+    distributed type set to FSDP, in PartialState's shared state too (an AcceleratorState made later
+    copies it from there). Returns whether it did; nothing changes without FSDP or off the CPU."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if not uses_fsdp() or state.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise RecipeError("FSDP on the CPU needs fsdp_version: 2 (recipes/accelerate/fsdp.yaml)")
+    state.fsdp_plugin = plugin
+    for shared in (PartialState._shared_state, AcceleratorState._shared_state):
+        shared["distributed_type"] = DistributedType.FSDP
+    return True
+
+
+def unsharded_model(sharded, cls, device):
+    """A plain `cls` model (not sharded) with the full weights of `sharded`, a model the Trainer sharded
+    with FSDP, on every process and on `device`. A collective: every process must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state_dict = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
+    with torch.random.fork_rng(devices=[]):  # a new model's initialization must not move the seeded generator
+        model = cls(copy.deepcopy(sharded.config))
+    model.load_state_dict(state_dict)
+    if getattr(sharded, "generation_config", None) is not None:
+        model.generation_config = copy.deepcopy(sharded.generation_config)
+    return model.to(device).train(sharded.training)

@@ -26,7 +26,8 @@ from .config import Recipe, RecipeError
 from .corruption import corrupt_completions
 from .data import (base_dataset, eval_problems, level_values, mixture, round_features, sample_problems, seeded_rng,
                    tokenize)
-from .distributed import map_split, mean_over_processes, per_device_batch_size, process_state
+from .distributed import (map_split, mean_over_processes, per_device_batch_size, process_state, unsharded_model,
+                          uses_fsdp)
 from .evaluation import evaluate_levels
 from .filters import parse_filter_spec, select_labels
 from .hub import Publisher, import_rounds, imported_from, parent_of, write_model_card
@@ -88,8 +89,11 @@ def check_output_dir(recipe: Recipe):
 class SelfImprovement:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
-        self.state = process_state()  # one process or DDP (on the CPU too); FSDP is refused (si_hf.distributed)
+        self.state = process_state()  # one process, DDP or FSDP (on the CPU too; si_hf.distributed)
         per_device_batch_size(recipe.batch_size, self.state.num_processes)  # the global batch must split evenly
+        if recipe.lora_r and uses_fsdp():
+            raise RecipeError("lora_r > 0 is not supported under FSDP (the adapter is merged into the model in "
+                              "place, which FSDP has sharded): use DDP (recipes/accelerate/multi_gpu.yaml)")
         disable_progress_bars()  # dataset bookkeeping is quick; keep the log to rounds, training and labeling
         if not torch.cuda.is_available():
             # `accelerate launch` pins OMP_NUM_THREADS=1 unless told otherwise; use the cores we have, shared
@@ -290,7 +294,8 @@ class SelfImprovement:
 
     def train(self, model, k: int, data: Dataset, lineage: int = 0):
         """Trains `model` on round k's mixture (the same rows for every lineage); lineage i's Trainer is
-        seeded with seed + i."""
+        seeded with seed + i. Returns the Trainer, its result and the trained model: `model` itself, or
+        under FSDP (which shards `model` in place) a plain model with the gathered full weights."""
         r = self.recipe
         if k == 0:
             train_rows = data
@@ -302,11 +307,18 @@ class SelfImprovement:
         train_set = tokenize(train_rows, self.tokenizer)
         trainer_recipe = dataclasses.replace(r, seed=r.seed + lineage) if lineage else r
         # With lora_r: a fresh adapter for this round, merged into `model` when training ends.
+        cls = type(model)
         with lora_adapter(model, r, seed=trainer_recipe.seed + k) as trained:
             trainer = make_trainer(trained, self.tokenizer, train_set, trainer_recipe, k, str(self.out / ".trainer"))
             result = trainer.train()
+        if trainer.is_fsdp_enabled:
+            # Every process gathers the full weights into a plain model: labeling, evaluation and saving read
+            # them, and the next round's Trainer shards that model afresh (never one already sharded).
+            model = unsharded_model(trainer.model, cls, self.state.device)
+            if not lineage:
+                self.log(f"FSDP: round {k}'s full weights gathered from {self.state.num_processes} processes")
         # Under DDP each process reports the loss of its own rows: the mean over processes is the batch's.
-        return trainer, result._replace(training_loss=mean_over_processes(result.training_loss))
+        return trainer, result._replace(training_loss=mean_over_processes(result.training_loss)), model
 
     def run_round(self, model, k: int):
         r = self.recipe
@@ -326,8 +338,12 @@ class SelfImprovement:
                 c = label_stats["corruption"]
                 self.log(f"[round {k}/{r.num_rounds}] corrupted {c['corrupted']}/{label_stats['kept']} kept labels "
                          f"({c['mode']}, fraction {c['fraction']})")
-        trainer, train_result = self.train(model, k, data)
-        seed_losses = [self.train(m, k, data, lineage=i)[1].training_loss for i, m in enumerate(self.lineages[1:], 1)]
+        trainer, train_result, model = self.train(model, k, data)
+        self.lineages[0] = model
+        seed_losses = []
+        for i, m in enumerate(self.lineages[1:], 1):
+            _, seed_result, self.lineages[i] = self.train(m, k, data, lineage=i)
+            seed_losses.append(seed_result.training_loss)
         size = r.eval_size if (k == r.num_rounds or r.round_eval_size is None) else r.round_eval_size
         eval_sets = {level: problems[:size] for level, problems in self.eval_sets.items()}
         ev = evaluate_levels(model, self.tokenizer, self.task, eval_sets, r.label_batch_size, r.labeler,
@@ -378,6 +394,7 @@ class SelfImprovement:
             stopped = record["stopped"]
             self.log(f"[round {k}/{r.num_rounds}] stopping ({stopped['rule']}): {stopped['reason']}")
         self.publish(k)
+        return model
 
     def publish(self, k: int):
         """Pushes round k (its directory is complete) when the recipe asks for it."""
@@ -459,7 +476,7 @@ class SelfImprovement:
                      f"Unset or change {stopped['rule']} to go on.")
             return self.summary
         for k in range(start, self.recipe.num_rounds + 1):
-            self.run_round(model, k)
+            model = self.run_round(model, k)
             if self.summary[-1].get("stopped"):
                 break
         return self.summary

@@ -5,7 +5,7 @@ from accelerate import PartialState
 from transformers import Trainer, TrainingArguments
 
 from .data import PromptMaskingCollator
-from .distributed import per_device_batch_size
+from .distributed import fsdp_on_cpu, per_device_batch_size
 from .killpoints import trainer_callbacks
 from .modeling import SIConfig, SIForCausalLM
 
@@ -52,6 +52,11 @@ class LengthSplitTrainer(Trainer):
     never changes the positions before it, so the gradient is the padded batch's gradient; only the
     padding that is computed shrinks.
     """
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        if fsdp_on_cpu(self.accelerator):  # FSDP launched on CPU processes (si_hf.distributed)
+            self.is_fsdp_enabled = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         pieces = inputs.pop("pieces", None)
