@@ -54,6 +54,7 @@ class Recipe:
     labels_per_round: int = field(default=20000, metadata={"help": "Problems the model labels each round."})
     filters: list[str] = field(default_factory=lambda: ["length"], metadata={"help": "Label filters, in order."})
     newest_fraction: float = field(default=0.5, metadata={"help": "Share of each round's batches from its newest data."})
+    older_weighting: str = field(default="rows", metadata={"help": "How the rest of each round's batches is drawn from the base data and the older rounds: rows (in proportion to their rows) or rounds (an equal share each, the base data counting as one)."})
 
     # Majority vote over K seed lineages
     num_seeds: int = field(default=1, metadata={"help": "K models trained with seeds seed, seed+1, ..., one after another; with K > 1 each labels the same problems, a majority_vote filter decides the labels and every model trains on them (round-<k>/model is seed 0's, round-<k>/models/seed-<i> the others)."})
@@ -110,6 +111,7 @@ class Recipe:
 
     def validate(self):
         from .corruption import CORRUPT_MODES
+        from .data import OLDER_WEIGHTINGS
         from .schedule import SCHEDULES
         from .tasks import get_task
 
@@ -168,6 +170,7 @@ class Recipe:
             ("frontier_threshold", 0.0 <= self.frontier_threshold <= 1.0, "must be in [0, 1]"),
             ("newest_fraction", 0.0 <= self.newest_fraction <= 1.0, "must be in [0, 1]"),
             ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
+            ("older_weighting", self.older_weighting in OLDER_WEIGHTINGS, f"must be one of {', '.join(OLDER_WEIGHTINGS)}"),
             ("num_seeds", self.num_seeds >= 1, "must be >= 1"),
             ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
             ("probe_size", self.probe_size > 0, "must be positive"),

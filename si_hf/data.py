@@ -106,11 +106,20 @@ def _from_arrow(table: pa.Table, features: Features | None = None) -> Dataset:
     return Dataset(InMemoryTable(table), info=DatasetInfo(features=features), fingerprint=generate_random_fingerprint())
 
 
-def mixture(newest: Dataset, older: list[Dataset], total: int, newest_fraction: float, seed: int) -> Dataset:
+OLDER_WEIGHTINGS = ("rows", "rounds")
+
+
+def mixture(newest: Dataset, older: list[Dataset], total: int, newest_fraction: float, seed: int,
+            older_weighting: str = "rows") -> Dataset:
     """`total` rows: `newest_fraction` of them from the newest round, the rest from base + older rounds.
 
+    `older_weighting` splits the rest: `rows`, in proportion to each older dataset's rows (one pool);
+    `rounds`, an equal share for every older dataset that has rows (the base data counts as one), so a
+    round of a few thousand labels is not drowned by a base set a hundred times its size.
     The rows and their (shuffled) order are fixed by the seed; they are gathered from the Arrow tables
     in one take."""
+    if older_weighting not in OLDER_WEIGHTINGS:
+        raise ValueError(f"older_weighting must be one of {OLDER_WEIGHTINGS}, not {older_weighting!r}")
     rng = np.random.default_rng(seed)
     pool_len = sum(len(d) for d in older)
     n_new = round(total * newest_fraction) if len(newest) else 0
@@ -119,8 +128,14 @@ def mixture(newest: Dataset, older: list[Dataset], total: int, newest_fraction: 
     parts = []
     if n_new:
         parts.append(_cycled_indices(len(newest), n_new, rng))
-    if total - n_new:
-        parts.append(len(newest) + _cycled_indices(pool_len, total - n_new, rng))
+    n_old = total - n_new
+    if n_old and older_weighting == "rows":
+        parts.append(len(newest) + _cycled_indices(pool_len, n_old, rng))
+    elif n_old:
+        offsets = np.cumsum([len(newest)] + [len(d) for d in older])[:-1]
+        used = [(off, len(d)) for off, d in zip(offsets, older) if len(d)]
+        shares = [n_old // len(used) + (i < n_old % len(used)) for i in range(len(used))]
+        parts.extend(off + _cycled_indices(n_rows, share, rng) for (off, n_rows), share in zip(used, shares) if share)
     # Rows of [newest, *older] in a seeded random order (what Dataset.shuffle(seed=seed) would give).
     order = np.concatenate(parts)[np.random.default_rng(seed).permutation(total)]
     tables = [_arrow_table(d).select(newest.column_names) for d in [newest, *older] if len(d)]

@@ -303,7 +303,8 @@ class SelfImprovement:
             steps = r.round_steps
             if len(data) == 0:
                 logger.warning("Round %d kept no labels; training on base and older rounds only", k)
-            train_rows = mixture(data, self.rounds_data, steps * r.batch_size, r.newest_fraction, r.seed + k)
+            train_rows = mixture(data, self.rounds_data, steps * r.batch_size, r.newest_fraction, r.seed + k,
+                                 older_weighting=r.older_weighting)
         train_set = tokenize(train_rows, self.tokenizer)
         trainer_recipe = dataclasses.replace(r, seed=r.seed + lineage) if lineage else r
         # With lora_r: a fresh adapter for this round, merged into `model` when training ends.

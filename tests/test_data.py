@@ -202,3 +202,26 @@ def test_mixture_without_older_data_uses_the_newest_only():
     newest = _rows(task, 3, 20, 1, seed=0)
     mixed = mixture(newest, [], total=64, newest_fraction=0.5, seed=0)
     assert len(mixed) == 64 and set(mixed["round"]) == {1}
+
+
+def test_mixture_rounds_weighting_gives_every_older_dataset_an_equal_share():
+    task = get_task("copy")
+    base = _rows(task, 3, 300, 0, seed=0)
+    first = _rows(task, 4, 7, 1, seed=1)
+    empty = truth_dataset(task, [], 2)
+    second = _rows(task, 5, 11, 3, seed=2)
+    newest = _rows(task, 6, 10, 4, seed=3)
+    mixed = mixture(newest, [base, first, empty, second], total=201, newest_fraction=0.5, seed=0,
+                    older_weighting="rounds")
+    rounds = Counter(mixed["round"])
+    assert rounds[4] == 100 and rounds[2] == 0
+    # 101 older rows over the three older datasets that have rows: 34, 34, 33 (by rows it would be ~95/2/3)
+    assert sorted((rounds[0], rounds[1], rounds[3])) == [33, 34, 34]
+    # each small round is cycled evenly: every one of its rows appears 3 or 4 (resp. 4 or 5) times
+    per_row = Counter(p for p, r in zip(mixed["prompt"], mixed["round"]) if r == 1)
+    assert len(per_row) == 7 and max(per_row.values()) - min(per_row.values()) <= 1
+    again = mixture(newest, [base, first, empty, second], total=201, newest_fraction=0.5, seed=0,
+                    older_weighting="rounds")
+    assert mixed["prompt"] == again["prompt"]
+    with pytest.raises(ValueError, match="older_weighting"):
+        mixture(newest, [base], total=10, newest_fraction=0.5, seed=0, older_weighting="levels")
