@@ -110,6 +110,7 @@ def test_unknown_command_line_argument():
     (["--eval_size", "0"], "eval_size"),
     (["--learning_rate", "0"], "learning_rate"),
     (["--newest_fraction", "1.2"], "newest_fraction"),
+    (["--older_weighting", "levels"], "older_weighting"),
     (["--min_lr_ratio", "2"], "min_lr_ratio"),
 ])
 def test_invalid_values_name_the_field(argv, field):
