@@ -217,7 +217,7 @@ def test_mixture_rounds_weighting_gives_every_older_dataset_an_equal_share():
     assert rounds[4] == 100 and rounds[2] == 0
     # 101 older rows over the three older datasets that have rows: 34, 34, 33 (by rows it would be ~95/2/3)
     assert sorted((rounds[0], rounds[1], rounds[3])) == [33, 34, 34]
-    # each small round is cycled evenly: every one of its rows appears 3 or 4 (resp. 4 or 5) times
+    # a small round is cycled evenly: each of round 1's 7 rows appears 4 or 5 times (33 or 34 draws)
     per_row = Counter(p for p, r in zip(mixed["prompt"], mixed["round"]) if r == 1)
     assert len(per_row) == 7 and max(per_row.values()) - min(per_row.values()) <= 1
     again = mixture(newest, [base, first, empty, second], total=201, newest_fraction=0.5, seed=0,
