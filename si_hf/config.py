@@ -208,9 +208,13 @@ class Recipe:
         votes = 0
         for spec in self.filters:
             try:
-                votes += parse_filter_spec(spec)[0] == VOTE_FILTER
+                name = parse_filter_spec(spec)[0]
             except ValueError as err:
                 raise RecipeError(f"filters: {err}") from None
+            votes += name == VOTE_FILTER
+            if name == "pieces" and not get_task(self.task).has_pieces:
+                raise RecipeError(f"filters: {spec!r}: task {self.task!r} has no pieces to check a label against "
+                                  "(tasks with pieces: copy, reverse, reverse_addition)")
         if votes > 1:
             raise RecipeError(f"filters: at most one {VOTE_FILTER} filter, got {self.filters}")
         if votes and self.num_seeds < 2:

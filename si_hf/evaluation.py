@@ -8,6 +8,7 @@ from accelerate import PartialState
 from .distributed import map_split
 from .labeling import greedy_label
 from .tasks import Problem, Task
+from .tasks.base import frontier  # noqa: F401  (the default frontier, for scripts)
 
 METRIC_PATH = os.path.join(os.path.dirname(__file__), "metrics", "level_exact_match")
 
@@ -15,16 +16,6 @@ METRIC_PATH = os.path.join(os.path.dirname(__file__), "metrics", "level_exact_ma
 def load_metric(path_or_id: str | None = None):
     """The shipped metric, loaded by path (works offline), or the same metric from a Hub Space id."""
     return evaluate.load(path_or_id or METRIC_PATH)
-
-
-def frontier(by_level: dict[int, float], threshold: float) -> int:
-    """The highest level L such that every evaluated level <= L scores >= threshold (0 if none)."""
-    best = 0
-    for level in sorted(by_level):
-        if by_level[level] < threshold:
-            break
-        best = level
-    return best
 
 
 def evaluate_levels(model, tokenizer, task: Task, eval_sets: dict, batch_size=1024,

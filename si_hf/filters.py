@@ -30,6 +30,10 @@ class Label:
     # The labeling model's lowest probability of any token it chose (answer and EOS); filled by
     # `si_hf.confidence.score_labels` when a recipe filters on it.
     confidence: float | None = None
+    # The answer the same model's answers to shorter pieces of the prompt imply (`Task.pieces`,
+    # `Task.compose`); "" when the prompt has no cut or a piece's answer did not fit; filled by
+    # `si_hf.consistency.compose_labels` when a recipe filters on it.
+    composed: str | None = None
 
 
 def length_filter(task: Task, labels: list[Label]) -> list[bool]:
@@ -63,7 +67,20 @@ def confidence_filter(task: Task, labels: list[Label], threshold: float = 0.9) -
     return [lab.finished and lab.confidence >= threshold for lab in labels]
 
 
-FILTERS = {"length": length_filter, "length_relative": length_relative_filter, "confidence": confidence_filter}
+def pieces_filter(task: Task, labels: list[Label], max_piece: int | None = None) -> list[bool]:
+    """Keep labels equal to what the same model answers on shorter pieces of the prompt, put together
+    by the task's structure (copy and reverse of s1 s2 ..., a sum cut into low and high parts with the
+    model's own carry): pieces of at most `max_piece` (default: the recipe's base_max_level) lie
+    where the model is reliable, so a wrong long answer rarely matches them. Never reads the truth."""
+    if max_piece is not None and (isinstance(max_piece, bool) or not isinstance(max_piece, int) or max_piece < 1):
+        raise ValueError(f"pieces: max_piece must be a positive integer, got {max_piece!r}")
+    if any(lab.composed is None for lab in labels):
+        raise ValueError("pieces: labels carry no composed answer; fill it with si_hf.consistency.compose_labels")
+    return [lab.finished and lab.composed != "" and lab.completion == lab.composed for lab in labels]
+
+
+FILTERS = {"length": length_filter, "length_relative": length_relative_filter, "confidence": confidence_filter,
+           "pieces": pieces_filter}
 
 # Filters over the labels of several models (the loop runs them, not `apply_filters`): name -> options.
 VOTE_FILTER = "majority_vote"

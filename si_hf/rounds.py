@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from transformers import set_seed
 
 from .confidence import score_labels
+from .consistency import compose_labels
 from .config import Recipe, RecipeError
 from .corruption import corrupt_completions
 from .data import (base_dataset, eval_problems, level_values, mixture, round_features, sample_problems, seeded_rng,
@@ -218,12 +219,8 @@ class SelfImprovement:
             for i, m in enumerate(models)
         ]
         kill_point("label", k)  # a test hook (si_hf.killpoints); nothing unless a test sets it
-        score = None
-        if any(parse_filter_spec(spec)[0] == "confidence" for spec in r.filters):
-            def score(labels):  # the first model's confidence in the (voted) labels, split like the labeling
-                return map_split(lambda share: score_labels(model, self.tokenizer, share, r.label_batch_size),
-                                 labels, groups if len(labels) == len(groups) else None)
-        labels, keep, filter_stats, masks = select_labels(task, label_sets, r.filters, score=score)
+        labels, keep, filter_stats, masks = select_labels(task, label_sets, r.filters,
+                                                          score=lambda labels: self.score(model, labels, groups))
         answers = [task.answer(p) for p in problems]
         correct = [lab.completion == a for lab, a in zip(labels, answers)]
         # Analysis only (no filter reads it): how many of what each step kept are right.
@@ -267,6 +264,21 @@ class SelfImprovement:
         if corruption is not None:
             stats["corruption"] = corruption
         return data, stats
+
+    def score(self, model, labels: list, groups: list) -> list:
+        """What the recipe's filters read beyond the labels, from the first model (split across processes
+        like the labeling): its confidence in each label, the answer its own answers to the pieces imply."""
+        r = self.recipe
+        options = {name: opts for name, opts in map(parse_filter_spec, r.filters)}
+        groups = groups if len(labels) == len(groups) else None
+        if "confidence" in options:
+            labels = map_split(lambda share: score_labels(model, self.tokenizer, share, r.label_batch_size),
+                               labels, groups)
+        if "pieces" in options:
+            max_piece = options["pieces"].get("max_piece") or r.base_max_level
+            labels = map_split(lambda share: compose_labels(model, self.tokenizer, self.task, share, max_piece,
+                                                            r.label_batch_size, r.labeler), labels, groups)
+        return labels
 
     def next_stages(self, model, k: int) -> tuple[list[int], dict | None]:
         """The stages round k labels (see si_hf.schedule), and for the accelerated schedule what the probe
@@ -349,7 +361,7 @@ class SelfImprovement:
         eval_sets = {level: problems[:size] for level, problems in self.eval_sets.items()}
         ev = evaluate_levels(model, self.tokenizer, self.task, eval_sets, r.label_batch_size, r.labeler,
                              r.disable_tqdm)
-        front = self.task.frontier(ev["by_level"], r.frontier_threshold)
+        front = self.task.frontier(ev["by_level"], r.frontier_threshold, ev["count_by_level"])
         seed_evals = [evaluate_levels(m, self.tokenizer, self.task, eval_sets, r.label_batch_size, r.labeler,
                                       r.disable_tqdm) for m in (self.lineages[1:] if r.eval_all_seeds else [])]
         wall = time.time() - start
@@ -373,7 +385,8 @@ class SelfImprovement:
         if seed_evals:
             record["seed_accuracy_by_level"] = [
                 {self.task.level_name(lvl): acc for lvl, acc in e["by_level"].items()} for e in seed_evals]
-            record["seed_frontier"] = [self.task.frontier(e["by_level"], r.frontier_threshold) for e in seed_evals]
+            record["seed_frontier"] = [self.task.frontier(e["by_level"], r.frontier_threshold, e["count_by_level"])
+                                     for e in seed_evals]
         record["stopped"] = stop_decision(self.summary + [record], r.stop_patience, r.collapse_floor)
         trainer.log(
             {

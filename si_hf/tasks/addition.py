@@ -4,7 +4,7 @@
 - forward addition: `a+b=` -> `a+b` plain.
 """
 
-from .base import Problem, Task, random_number, register_task
+from .base import Problem, Task, cut_points, random_number, register_task
 
 
 class _Addition(Task):
@@ -47,6 +47,38 @@ class ReverseAddition(_Addition):
 
     def plausible(self, prompt, completion):
         return len(completion) == self.max_answer_len(prompt) and completion.isdigit()
+
+    def pieces(self, prompt, max_piece):
+        """The operands cut at the same places into low-to-high parts of at most max_piece digits.
+        A cut falls only where both parts below it end in a non-zero digit, so every piece is a sum
+        of numbers without leading zeros, like the data the model learned from."""
+        a, b = self._operands(prompt)
+        if len(a) != len(b):
+            return None
+        cuts = cut_points(len(a), max_piece, allowed=lambda j: a[j - 1] != "0" and b[j - 1] != "0")
+        if cuts is None:
+            return None
+        return [f"{a[i:j]}+{b[i:j]}=" for i, j in zip([0, *cuts], [*cuts, len(a)])]
+
+    def compose(self, prompt, pieces, answers):
+        """Each part's sum, low part first, plus the carry the part below it reported (the last digit
+        of that part's own answer), carried on by hand: a +1 on the model's answer, never a sum."""
+        digits, carry = [], 0
+        for piece, answer in zip(pieces, answers):
+            if not self.plausible(piece, answer):
+                return None
+            part = [int(d) for d in answer]
+            i = 0
+            while carry and i < len(part):  # add the carry into the reversed number
+                part[i] += 1
+                carry = part[i] // 10
+                part[i] %= 10
+                i += 1
+            if carry or part[-1] > 1:  # a part's sum is below 2 * 10^len: its top digit is 0 or 1
+                return None
+            digits += part[:-1]
+            carry = part[-1]
+        return "".join(map(str, digits)) + str(carry)
 
 
 @register_task

@@ -83,12 +83,66 @@ class Task:
         """A level as text, for logs, tables and JSON keys (`12`, or `4x5` for a pair)."""
         return "x".join(str(x) for x in level) if isinstance(level, tuple) else str(level)
 
-    def frontier(self, by_level: dict, threshold: float) -> int:
-        """The frontier of per-level accuracies: by default `si_hf.evaluation.frontier`, the highest
-        level L such that every evaluated level <= L scores >= threshold (0 if none)."""
-        from ..evaluation import frontier
+    def frontier(self, by_level: dict, threshold: float, counts: dict | None = None) -> int:
+        """The frontier of per-level accuracies: by default `frontier` below."""
+        return frontier(by_level, threshold, counts)
 
-        return frontier(by_level, threshold)
+    # -- consistency under the task's structure (si_hf.consistency) ------------------------------
+    def pieces(self, prompt: str, max_piece: int) -> list[str] | None:
+        """Shorter prompts, each at a level <= max_piece, whose answers determine this prompt's answer
+        through `compose`; None when the prompt has no cut the task allows. Tasks without such a
+        structure raise NotImplementedError (the `pieces` filter is then refused for them)."""
+        raise NotImplementedError(f"task {self.name!r} has no pieces")
+
+    def compose(self, prompt: str, pieces: list[str], answers: list[str]) -> str | None:
+        """The answer to `prompt` that the answers to its `pieces` (one each, in order) imply, or None
+        when they cannot make one (an answer of the wrong form). Reads only the prompts and answers."""
+        raise NotImplementedError(f"task {self.name!r} has no pieces")
+
+    @property
+    def has_pieces(self) -> bool:
+        return type(self).pieces is not Task.pieces
+
+
+def frontier(by_level: dict, threshold: float, counts: dict | None = None) -> int:
+    """The highest level L such that every evaluated level <= L passes (`level_passes`; 0 if none).
+    `counts` (problems per level) lets a level too small to measure the threshold pass."""
+    best = 0
+    for level in sorted(by_level):
+        if not level_passes(by_level[level], threshold, (counts or {}).get(level)):
+            break
+        best = level
+    return best
+
+
+def level_passes(accuracy: float, threshold: float, count: int | None = None) -> bool:
+    """Whether a level scores at the threshold. A level with fewer problems than the threshold can
+    resolve (one wrong answer alone falls below it: under 1 / (1 - threshold) problems, e.g. 5 at
+    0.99) passes with at most one wrong answer, so a tiny level cannot break the frontier."""
+    if count and threshold < 1.0 and count * (1.0 - threshold) < 1.0:
+        return accuracy * count >= count - 1 - 1e-9
+    return accuracy >= threshold
+
+
+def cut_points(n: int, max_piece: int, allowed=lambda j: True) -> list[int] | None:
+    """Positions 0 < j1 < ... < n cutting a length-n string into the fewest pieces of at most
+    `max_piece`, as equal as `allowed(j)` (may a cut fall before position j?) lets them be; None
+    when no such cut exists with one piece more than the fewest either."""
+    fewest = -(-n // max_piece)
+    for pieces in (fewest, fewest + 1):
+        cuts, prev = [], 0
+        for i in range(pieces - 1, 0, -1):  # i pieces remain after this cut
+            target = prev + round((n - prev) / (i + 1))
+            options = [j for j in range(prev + 1, min(prev + max_piece, n - 1) + 1)
+                       if n - j <= i * max_piece and allowed(j)]
+            if not options:
+                break
+            prev = min(options, key=lambda j: (abs(j - target), j))
+            cuts.append(prev)
+        else:
+            if n - prev <= max_piece:
+                return cuts
+    return None
 
 
 def register_task(cls):

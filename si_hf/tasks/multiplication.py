@@ -13,7 +13,7 @@ A level is a tuple `(la, lb)`; `sample(n)` with an int n means the square level 
 import functools
 import re
 
-from .base import Problem, Task, random_number, register_task
+from .base import Problem, Task, level_passes, random_number, register_task
 
 
 def _rev_pad(x: int, width: int) -> str:
@@ -54,12 +54,13 @@ def pair_stages(base_max_level: int):
         n += 1
 
 
-def square_frontier(by_level: dict, threshold: float) -> int:
-    """The largest n such that every evaluated pair (i, j) with max(i, j) <= n scores >= threshold
-    (0 if none). Pairs not evaluated do not count against it."""
+def square_frontier(by_level: dict, threshold: float, counts: dict | None = None) -> int:
+    """The largest n such that every evaluated pair (i, j) with max(i, j) <= n passes (`level_passes`;
+    0 if none). Pairs not evaluated do not count against it."""
     best = 0
     for n in sorted({max(level) for level in by_level}):
-        if any(acc < threshold for level, acc in by_level.items() if max(level) == n):
+        if any(not level_passes(acc, threshold, (counts or {}).get(level))
+               for level, acc in by_level.items() if max(level) == n):
             break
         best = n
     return best
@@ -142,5 +143,5 @@ class Multiplication(Task):
         """Every pair of the square min..max x min..max, row by row."""
         return [(i, j) for i in range(min_level, max_level + 1) for j in range(min_level, max_level + 1)]
 
-    def frontier(self, by_level, threshold):
-        return square_frontier(by_level, threshold)
+    def frontier(self, by_level, threshold, counts=None):
+        return square_frontier(by_level, threshold, counts)

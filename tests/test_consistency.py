@@ -1,0 +1,115 @@
+"""The pieces filter: a label checked against the same model's answers to shorter pieces of its
+prompt (si_hf.consistency, Task.pieces / Task.compose), on hand-made labels and in a micro run."""
+
+import json
+import random
+
+import pytest
+
+from si_hf.config import RecipeError, parse_recipe
+from si_hf.consistency import compose_labels
+from si_hf.filters import Label, apply_filters, parse_filter_spec, pieces_filter
+from si_hf.tasks import get_task
+from si_hf.tasks.base import cut_points
+
+
+@pytest.mark.parametrize("n", range(1, 40))
+@pytest.mark.parametrize("max_piece", [1, 3, 8, 10])
+def test_cut_points_make_the_fewest_near_equal_pieces(n, max_piece):
+    cuts = cut_points(n, max_piece)
+    sizes = [j - i for i, j in zip([0, *cuts], [*cuts, n])]
+    assert sum(sizes) == n and max(sizes) <= max_piece and min(sizes) >= 1
+    assert len(sizes) == -(-n // max_piece)  # the fewest pieces
+    assert max(sizes) - min(sizes) <= 1  # no restriction on where a cut falls: as equal as can be
+
+
+def test_cut_points_respect_allowed_positions():
+    assert cut_points(10, 5, allowed=lambda j: j != 5) == [3, 7]  # no cut at 5: one piece more
+    assert cut_points(10, 5, allowed=lambda j: False) is None  # two pieces need a cut; three need two
+    assert cut_points(4, 8, allowed=lambda j: False) == []  # short enough to be one piece
+
+
+@pytest.mark.parametrize("name", ["copy", "reverse", "reverse_addition"])
+def test_true_answers_of_the_pieces_compose_the_true_answer(name):
+    """The structure itself is right: composing the pieces' true answers gives the true answer (the truth is
+    read here only to check the task's pieces and compose, never by the filter)."""
+    task, rng = get_task(name), random.Random(0)
+    for level in range(2, 30):
+        for _ in range(30):
+            problem = task.sample(level, rng)
+            prompt = task.prompt(problem)
+            pieces = task.pieces(prompt, 6)
+            if pieces is None:
+                continue
+            assert all(task.parse(q).level <= 6 for q in pieces)
+            answers = [task.answer(task.parse(q)) for q in pieces]
+            assert task.compose(prompt, pieces, answers) == task.answer(problem)
+
+
+def test_string_pieces_by_hand():
+    copy, reverse = get_task("copy"), get_task("reverse")
+    assert copy.pieces("123456789=", 4) == ["123=", "456=", "789="]
+    assert copy.compose("123456789=", ["123=", "456=", "789="], ["123", "456", "789"]) == "123456789"
+    assert reverse.compose("123456789=", ["123=", "456=", "789="], ["321", "654", "987"]) == "987654321"
+    assert copy.compose("123456789=", ["123=", "456=", "789="], ["123", "45", "789"]) is None  # a short piece
+
+
+def test_reverse_addition_carry_comes_from_the_low_part_answer():
+    task = get_task("reverse_addition")
+    # 99 + 91 = 190: written reversed, "99+19=" -> "091"; cut after the units digit
+    assert task.pieces("99+19=", 1) == ["9+1=", "9+9="]
+    assert task.compose("99+19=", ["9+1=", "9+9="], ["01", "81"]) == "091"  # 10, then 18 + the carry 1
+    # the carry is the model's own: a low answer reporting no carry changes the composed sum
+    assert task.compose("99+19=", ["9+1=", "9+9="], ["00", "81"]) == "081"
+    assert task.compose("99+19=", ["9+1=", "9+9="], ["02", "81"]) is None  # a two-digit sum's carry is 0 or 1
+    # a cut never leaves a part whose top digit is 0 (a number with a leading zero): 405 + 101, cut after 2 digits
+    # is refused, so the only cut allowed is after the first
+    assert task.pieces("504+101=", 2) == ["5+1=", "04+01="]
+    assert task.pieces("12+34=", 1) == ["1+3=", "2+4="]
+    assert task.pieces("5005+1001=", 2) is None  # parts of <= 2 digits would end in 0: no cut allowed
+    assert task.pieces("123+45=", 2) is None  # unequal operands: no pieces
+
+
+def test_pieces_filter_keeps_only_agreeing_labels():
+    task = get_task("copy")
+    labels = [Label("1234=", "1234", True, composed="1234"),
+              Label("1234=", "1243", True, composed="1234"),  # disagrees with its pieces
+              Label("1234=", "1234", False, composed="1234"),  # unfinished
+              Label("1234=", "1234", True, composed="")]  # no composition: never kept
+    assert pieces_filter(task, labels) == [True, False, False, False]
+    keep, stats = apply_filters(task, labels, ["length", "pieces"])
+    assert keep == [True, False, False, False]
+    assert stats[-1] == {"filter": "pieces", "in": 3, "out": 1}
+    with pytest.raises(ValueError, match="compose_labels"):
+        pieces_filter(task, [Label("1234=", "1234", True)])
+    assert parse_filter_spec("pieces:max_piece=8") == ("pieces", {"max_piece": 8})
+    with pytest.raises(ValueError, match="max_piece"):
+        parse_filter_spec("pieces:max_piece=0")
+
+
+def test_compose_labels_asks_the_model_about_the_pieces(scripted_model, tokenizer):
+    """A model that writes "12" to every prompt: "1212" is what its pieces of "1212=" compose, "1213" is not."""
+    model = scripted_model(["1", "2", "<eos>"])
+    task = get_task("copy")
+    labels = [Label("1212=", "1212", True), Label("1213=", "1213", True), Label("1234=", "12", False)]
+    scored = compose_labels(model, tokenizer, task, labels, max_piece=2)
+    assert [lab.composed for lab in scored] == ["1212", "1212", ""]  # an unfinished label is not composed
+    assert pieces_filter(task, scored) == [True, False, False]
+
+
+def test_pieces_refused_for_a_task_without_pieces():
+    assert parse_recipe(["--task", "reverse_addition", "--filters", "length", "pieces"]).filters == ["length", "pieces"]
+    with pytest.raises(RecipeError, match="no pieces"):
+        parse_recipe(["--task", "multiplication", "--filters", "pieces"])
+
+
+@pytest.mark.slow
+def test_micro_run_records_the_pieces_filter(tmp_path, write_recipe, run_rounds_main):
+    argv = write_recipe(tmp_path, filters=["length", "pieces:max_piece=3"], num_rounds=1)
+    assert run_rounds_main(argv) == 0
+    record = json.loads((tmp_path / "run" / "round-1" / "eval.json").read_text())
+    step = record["labels"]["filters"][-1]
+    assert step["filter"] == "pieces:max_piece=3"
+    assert step["out"] <= step["in"] == record["labels"]["filters"][0]["out"]
+    assert step["out"] == record["labels"]["kept"]
+    assert step["label_accuracy"] is None or 0.0 <= step["label_accuracy"] <= 1.0
