@@ -234,7 +234,8 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
     labels = record.get("labels")
     if labels:
         kept_acc = labels.get("label_accuracy_kept")
-        labels = {**labels, "label_accuracy_kept_text": "n/a (nothing kept)" if kept_acc is None else f"{kept_acc:.3f}",
+        labels = {**labels,
+                  "label_accuracy_kept_text": "n/a (nothing kept)" if kept_acc is None else f"{kept_acc:.3f}",
                   "kept_fraction_text": f"{labels['kept'] / labels['labeled']:.1%}" if labels["labeled"] else "n/a"}
     if model_repo:
         model_ref, revision_arg = f'"{model_repo}"', f', revision="{rev}"'
