@@ -6,7 +6,7 @@ RECIPE ?= recipes/copy/tiny.yaml
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: install run test clean
+.PHONY: install run test quality clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+quality: install
+	$(BIN)/ruff check si_hf scripts tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

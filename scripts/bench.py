@@ -149,7 +149,8 @@ def bench_labeling(args, tokenizer):
             rows.append([f"{model_name} {shape[0]}x{shape[1]}", f"{task_name} @{level}", n, bs,
                          f"{n / t_llama:.0f}", f"{n / t_gen:.0f}", f"{n / t_fast:.0f}", f"{t_gen / t_fast:.2f}x",
                          f"{same}/{n}" + ("" if same == n else " MISMATCH"), f"{finished}/{n}"])
-            print(f"  labeling {model_name} {task_name}: generate {n / t_gen:.0f}/s, fast {n / t_fast:.0f}/s", flush=True)
+            print(f"  labeling {model_name} {task_name}: generate {n / t_gen:.0f}/s, fast {n / t_fast:.0f}/s",
+                  flush=True)
             assert same == n, f"fast labels differ from generate's on {n - same} of {n} problems"
     return table(["model", "task", "problems", "batch", "Llama (RoPE) generate /s", "baseline: si-hf generate /s",
                   "si-hf fast /s", "ratio", "outputs equal", "finished with EOS"], rows)
@@ -319,7 +320,8 @@ def bench_memory(args):
             mib = peak_rss_mib(script, [], env)
             rows.append([f"label {n} copy problems (level 20, tiny model)", f"{mib:.0f}"])
             print(f"  memory labeling {n}: {mib:.0f} MiB", flush=True)
-        argv = ["--config", str(REPO_ROOT / "recipes" / "copy" / "tiny.yaml"), "--output_dir", os.path.join(tmp, "run"),
+        argv = ["--config", str(REPO_ROOT / "recipes" / "copy" / "tiny.yaml"),
+                "--output_dir", os.path.join(tmp, "run"),
                 "--base_examples", "192000", "--base_steps", str(args.memory_steps), "--base_warmup_steps", "0",
                 "--base_decay_steps", "0", "--num_rounds", str(args.memory_rounds), "--round_steps",
                 str(args.memory_steps), "--round_warmup_steps", "0", "--round_decay_steps", "0", "--disable_tqdm",

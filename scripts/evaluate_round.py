@@ -5,9 +5,11 @@
 
 `--model` is a local round (its `model/` directory) or a Hub repo id with `--revision round-<k>`
 (a branch, tag or commit). The task, the seed of the held-out sets and, unless given, the levels are
-read from the checkpoint and the round's eval.json. `--metric` loads the metric by path or from a Hub
-Space (`evaluate.load`); the default is the metric shipped in si_hf. The table is written as JSON and
-Markdown under `--output_dir`.
+read from the checkpoint and the round's eval.json. `--levels lo-hi` evaluates the task's levels for
+that range (for multiplication, every pair of the square lo..hi x lo..hi); a comma-separated list of
+level names (`3,7`, or `4x5,5x4` for multiplication) evaluates exactly those. `--metric` loads the
+metric by path or from a Hub Space (`evaluate.load`); the default is the metric shipped in si_hf. The
+table is written as JSON and Markdown under `--output_dir`.
 """
 
 import argparse
@@ -20,16 +22,41 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import si_hf  # noqa: F401  (registers the Auto classes)
 from si_hf.data import eval_problems
-from si_hf.evaluation import evaluate_levels, frontier, load_metric
+from si_hf.evaluation import evaluate_levels, load_metric
 from si_hf.tasks import get_task
 
 
-def parse_levels(text: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    lo, hi = int(lo), int(hi or lo)
-    if not 1 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"levels must look like 1-20, got {text!r}")
-    return list(range(lo, hi + 1))
+def parse_level(task, name: str):
+    """A level from its name as `task.level_name` writes it: `12`, or `4x5` -> (4, 5) for a pair task."""
+    try:
+        level = tuple(int(x) for x in name.split("x")) if task.pair_levels else int(name)
+    except ValueError:
+        level = None
+    if level is None or (task.pair_levels and len(level) != 2) or task.level_name(level) != name:
+        example = "4x5" if task.pair_levels else "12"
+        raise ValueError(f"{task.name}: {name!r} is not a level name (like {example})")
+    return level
+
+
+def parse_levels(task, text: str) -> list:
+    """`lo-hi` (or one number): the task's evaluation levels for that range (`task.eval_levels`);
+    otherwise a comma-separated list of level names (`3,7`; `4x5,5x4` for a pair task)."""
+    if re.fullmatch(r"\d+(-\d+)?", text.strip()):
+        lo, _, hi = text.strip().partition("-")
+        lo, hi = int(lo), int(hi or lo)
+        if not 1 <= lo <= hi:
+            raise ValueError(f"levels must look like 1-20, got {text!r}")
+        return task.eval_levels(lo, hi)
+    return [parse_level(task, name.strip()) for name in text.split(",")]
+
+
+def recorded_levels(task, recorded: dict | None) -> list:
+    """The levels of a round's eval.json: the task's `eval_levels` over the range they span (else 1-20)."""
+    levels = [parse_level(task, name) for name in (recorded or {}).get("accuracy_by_level", {})]
+    if not levels:
+        return task.eval_levels(1, 20)
+    bounds = [x for level in levels for x in (level if isinstance(level, tuple) else (level,))]
+    return task.eval_levels(min(bounds), max(bounds))
 
 
 def fetch(model: str, revision: str | None) -> tuple[Path, str | None]:
@@ -50,13 +77,13 @@ def recorded_eval(path: Path) -> dict | None:
     return None
 
 
-def table(result: dict, recorded: dict | None) -> str:
+def table(task, result: dict, recorded: dict | None) -> str:
     head = "| level | problems | exact match |" + (" recorded in training |" if recorded else "")
     lines = [head, "|---|---|---|" + ("---|" if recorded else "")]
     for level, acc in result["by_level"].items():
-        row = f"| {level} | {result['count_by_level'][level]} | {acc:.3f} |"
+        row = f"| {task.level_name(level)} | {result['count_by_level'][level]} | {acc:.3f} |"
         if recorded:
-            old = recorded["accuracy_by_level"].get(str(level))
+            old = recorded["accuracy_by_level"].get(task.level_name(level))
             row += f" {'' if old is None else f'{old:.3f}'} |"
         lines.append(row)
     return "\n".join(lines) + "\n"
@@ -66,8 +93,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="round model directory or Hub repo id")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit (e.g. round-3)")
-    p.add_argument("--levels", type=parse_levels, default=None,
-                   help="e.g. 1-20 (default: the levels recorded for the round, else 1-20)")
+    p.add_argument("--levels", default=None,
+                   help="e.g. 1-20, or level names such as 3,7 or 4x5,5x4 (default: the levels recorded for the "
+                        "round, else 1-20)")
     p.add_argument("--eval_size", type=int, default=1000, help="held-out problems per level")
     p.add_argument("--task", default=None, help="default: the checkpoint's config.task")
     p.add_argument("--seed", type=int, default=None, help="seed of the held-out sets (default: config.eval_seed)")
@@ -95,16 +123,23 @@ def main(argv=None):
         return 2
     task = get_task(task_name)
     recorded = recorded_eval(path)
-    levels = args.levels
-    if levels is None:
-        known = sorted(int(lvl) for lvl in (recorded or {}).get("accuracy_by_level", {}))
-        levels = list(range(known[0], known[-1] + 1)) if known else parse_levels("1-20")
+    if args.levels is not None:
+        try:
+            levels = parse_levels(task, args.levels)
+        except ValueError as err:
+            p.error(f"argument --levels: {err}")
+    else:
+        try:
+            levels = recorded_levels(task, recorded)
+        except ValueError as err:
+            print(f"error: the recorded eval.json: {err}", file=sys.stderr)
+            return 2
     seed = args.seed if args.seed is not None else getattr(model.config, "eval_seed", 0)
     eval_sets = {level: eval_problems(task, level, args.eval_size, seed) for level in levels}
     result = evaluate_levels(model, tokenizer, task, eval_sets, args.batch_size, args.labeler,
                              metric=load_metric(args.metric))
-    front = frontier(result["by_level"], args.threshold)
-    text = table(result, recorded)
+    front = task.frontier(result["by_level"], args.threshold)
+    text = table(task, result, recorded)
     print(f"{name}: task {task_name}, frontier {front}")
     print(text, end="")
 
@@ -113,8 +148,9 @@ def main(argv=None):
     stem = re.sub(r"[^\w.@-]+", "--", name.strip("/"))
     summary = {"model": args.model, "revision": args.revision, "commit": commit, "task": task_name,
                "eval_seed": seed, "eval_size": args.eval_size, "frontier": front,
-               "exact_match": result["exact_match"], "accuracy_by_level": result["by_level"],
-               "count_by_level": result["count_by_level"]}
+               "exact_match": result["exact_match"],
+               "accuracy_by_level": {task.level_name(lvl): acc for lvl, acc in result["by_level"].items()},
+               "count_by_level": {task.level_name(lvl): n for lvl, n in result["count_by_level"].items()}}
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / f"{stem}.md").write_text(f"# {name}\n\ntask {task_name}, frontier {front}\n\n{text}")
     print(f"Saved {out / stem}.json and .md")

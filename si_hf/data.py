@@ -103,7 +103,8 @@ def _from_arrow(table: pa.Table, features: Features | None = None) -> Dataset:
     """An in-memory Dataset around an Arrow table, without a pass through Python rows."""
     if features is not None:
         table = table.cast(features.arrow_schema)
-    return Dataset(InMemoryTable(table), info=DatasetInfo(features=features), fingerprint=generate_random_fingerprint())
+    return Dataset(InMemoryTable(table), info=DatasetInfo(features=features),
+                   fingerprint=generate_random_fingerprint())
 
 
 OLDER_WEIGHTINGS = ("rows", "rounds")
@@ -148,7 +149,8 @@ def _char_ids(tokenizer) -> np.ndarray | None:
     vocab = tokenizer.get_vocab()
     special = set(tokenizer.all_special_tokens)
     chars = [t for t in vocab if t not in special]
-    if None in (tokenizer.unk_token_id, tokenizer.bos_token_id) or not all(len(c) == 1 and ord(c) < 128 for c in chars):
+    ascii_chars = all(len(c) == 1 and ord(c) < 128 for c in chars)
+    if None in (tokenizer.unk_token_id, tokenizer.bos_token_id) or not ascii_chars:
         return None
     table = np.full(128, tokenizer.unk_token_id, dtype=np.int32)
     for c in chars:

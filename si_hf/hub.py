@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -29,8 +30,9 @@ logger = logging.getLogger("si_hf")
 STATE_FILE = "hub_state.json"
 PLOT_FILE = "accuracy_by_level.png"
 CARD_FILE = "README.md"
-# The card templates live at the top of the checkout (the package is installed editable from it).
-TEMPLATES = Path(__file__).resolve().parents[1] / "model_cards"
+# The card templates: the top-level model_cards/ directory, installed as the package `si_hf.model_cards`
+# (pyproject.toml maps it into si_hf; see card_template).
+TEMPLATES = "si_hf.model_cards"
 # Transient failures (5xx, 429, timeouts, refused connections) are retried this often, waiting
 # BACKOFF_SECONDS, then twice as long each time (2 + 4 + ... + 32 s in all by default).
 RETRIES = 5
@@ -161,6 +163,16 @@ def plot_accuracy(summary: list[dict]) -> bytes:
     return buf.getvalue()
 
 
+def card_template(name: str) -> str:
+    """The text of a card template (`model_card.md`, `dataset_card.md`), from the installed package
+    data; a source tree imported without installing it reads the top-level model_cards/ directly."""
+    try:
+        folder = resources.files(TEMPLATES)
+    except ModuleNotFoundError:
+        folder = Path(__file__).resolve().parents[1] / "model_cards"
+    return folder.joinpath(name).read_text(encoding="utf-8")
+
+
 def count_parameters(model_dir: Path) -> str:
     from safetensors import safe_open
 
@@ -222,7 +234,8 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
     labels = record.get("labels")
     if labels:
         kept_acc = labels.get("label_accuracy_kept")
-        labels = {**labels, "label_accuracy_kept_text": "n/a (nothing kept)" if kept_acc is None else f"{kept_acc:.3f}",
+        labels = {**labels,
+                  "label_accuracy_kept_text": "n/a (nothing kept)" if kept_acc is None else f"{kept_acc:.3f}",
                   "kept_fraction_text": f"{labels['kept'] / labels['labeled']:.1%}" if labels["labeled"] else "n/a"}
     if model_repo:
         model_ref, revision_arg = f'"{model_repo}"', f', revision="{rev}"'
@@ -239,7 +252,7 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
         data_import = "load_from_disk"
     card = ModelCard.from_template(
         card_data,
-        template_path=str(TEMPLATES / "model_card.md"),
+        template_str=card_template("model_card.md"),
         title=f"{name} (round {k})" if model_repo else name,
         round=k, task=task, parent=parent_text, levels_trained=record["levels_trained"], data_ref=data_ref,
         frontier=record["frontier"], threshold=recipe.get("frontier_threshold"), labels=labels,
@@ -286,7 +299,7 @@ def render_dataset_card(recipe: dict, summary: list[dict], rounds: list[int], *,
         tags=["si-hf", "self-improvement", "synthetic", recipe["task"]], configs=configs,
     )
     card = DatasetCard.from_template(
-        card_data, template_path=str(TEMPLATES / "dataset_card.md"), title=f"{data_repo}: rounds 0-{latest}",
+        card_data, template_str=card_template("dataset_card.md"), title=f"{data_repo}: rounds 0-{latest}",
         task=recipe["task"], base_levels=f"{recipe['base_min_level']}-{recipe['base_max_level']}",
         filters=", ".join(recipe.get("filters") or []) or "none", latest=latest, rows=rows, data_repo=data_repo,
         model_repo=model_repo, model_url=hub_url(model_repo),

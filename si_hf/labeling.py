@@ -304,8 +304,8 @@ def greedy_label(
         workers = 1  # hooks observe the model's calls in order (and may keep state): one batch at a time
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     specials = set(tokenizer.all_special_tokens)
-    id_to_char = np.array([t if t not in specials else "" for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))],
-                          dtype=object)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    id_to_char = np.array([t if t not in specials else "" for t in tokens], dtype=object)
     values, offsets = encode_texts(tokenizer, prompts)
     bounds = np.asarray(max_answer_lens)
     batches = list(_batches(offsets, batch_size, workers))

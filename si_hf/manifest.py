@@ -82,7 +82,8 @@ def read_manifest(directory) -> dict | None:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("round"), int)
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+            or not isinstance(manifest.get("round"), int)
             or not isinstance(manifest.get("files"), dict)
             or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("size"), int)
                        for v in manifest["files"].values())):

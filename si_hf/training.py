@@ -75,7 +75,8 @@ class LengthSplitTrainer(Trainer):
 def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratch_dir: str) -> Trainer:
     """A Trainer for round `round_idx`: round 0 uses the base schedule, later rounds the round schedule."""
     if round_idx == 0:
-        steps, warmup, decay, lr = recipe.base_steps, recipe.base_warmup_steps, recipe.base_decay_steps, recipe.learning_rate
+        steps, warmup, decay = recipe.base_steps, recipe.base_warmup_steps, recipe.base_decay_steps
+        lr = recipe.learning_rate
     else:
         steps, warmup, decay = recipe.round_steps, recipe.round_warmup_steps, recipe.round_decay_steps
         lr = recipe.round_learning_rate or recipe.learning_rate

@@ -147,7 +147,6 @@ def build_app(root: Path):
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
     from fastapi.routing import APIRouter
-
     from olah.configs import OlahConfig
     from olah.server import AppSettings, app
 

@@ -35,7 +35,8 @@ def test_tiny_recipe_runs_two_rounds(recipe_path, tmp_path, run_rounds_main):
     out = tmp_path / "run"
     for k in range(3):
         record = json.loads((out / f"round-{k}" / "eval.json").read_text())
-        names = [task.level_name(level) for level in task.eval_levels(recipe["eval_min_level"], recipe["eval_max_level"])]
+        levels = task.eval_levels(recipe["eval_min_level"], recipe["eval_max_level"])
+        names = [task.level_name(level) for level in levels]
         assert list(record["accuracy_by_level"]) == names
         data = load_from_disk(str(out / f"round-{k}" / "data"))
         assert set(data.column_names) >= {"prompt", "completion", "level", "round", "correct"}

@@ -16,7 +16,8 @@ def test_defaults_are_the_paper_values():
     r = parse_recipe([])
     assert r.position_encoding == "nope"
     assert (r.num_hidden_layers, r.hidden_size, r.num_attention_heads, r.intermediate_size) == (6, 384, 6, 1536)
-    assert (r.learning_rate, r.adam_beta2, r.adam_epsilon, r.weight_decay, r.max_grad_norm) == (5e-4, 0.98, 1e-12, 0.01, 1.0)
+    assert (r.learning_rate, r.adam_beta2, r.adam_epsilon, r.weight_decay, r.max_grad_norm) == (
+        5e-4, 0.98, 1e-12, 0.01, 1.0)
     assert r.newest_fraction == 0.5 and r.filters == ["length"]
 
 

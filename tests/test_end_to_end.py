@@ -186,7 +186,8 @@ def test_other_recipe_in_same_dir_is_refused(tmp_path, write_recipe, run_rounds_
     err = capsys.readouterr().err
     assert "learning_rate" in err and "overwrite_output_dir" in err
     after = _snapshot(out)
-    assert {p: v for p, v in after.items() if p != "recipe.yaml"} == {p: v for p, v in before.items() if p != "recipe.yaml"}
+    assert ({p: v for p, v in after.items() if p != "recipe.yaml"}
+            == {p: v for p, v in before.items() if p != "recipe.yaml"})
     assert "learning_rate: 0.003" in (out / "recipe.yaml").read_text()  # the saved recipe is kept
 
     # Fields that only change how a run is watched may differ.

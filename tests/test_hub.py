@@ -31,8 +31,8 @@ METRIC_SPACE = "si-tests/level_exact_match"
 # Small and quick, yet it learns level 1; no filter, so every round keeps all its labels and rounds
 # differ in their rows.
 HUB_RECIPE = dict(hidden_size=32, intermediate_size=64, base_steps=100, base_warmup_steps=5, base_decay_steps=30,
-                  learning_rate=1e-2, num_rounds=2, round_steps=5, round_decay_steps=2, labels_per_round=40, filters=[],
-                  eval_max_level=6, eval_size=10)
+                  learning_rate=1e-2, num_rounds=2, round_steps=5, round_decay_steps=2, labels_per_round=40,
+                  filters=[], eval_max_level=6, eval_size=10)
 # scripts/run_rounds.py with the retries' waits cut to nothing (the retries themselves still happen).
 RUN_ROUNDS = ("import runpy, sys\nimport si_hf.hub\nsi_hf.hub.BACKOFF_SECONDS = 0.0\n"
               "sys.exit(runpy.run_path(sys.argv[1])['main'](sys.argv[2:]))\n")
@@ -103,7 +103,8 @@ def test_every_round_has_a_branch_and_a_tag(published, seen):
         assert len({refs["tags"][f"round-{k}"] for k in range(3)}) == 3  # one commit per round
         assert refs["branches"]["main"] == refs["tags"]["round-2"]  # main is the latest round
     state = json.loads((published.out / "hub_state.json").read_text())
-    for repo_type, repo, refs in (("model", MODEL_REPO, seen["model_refs"]), ("dataset", DATA_REPO, seen["data_refs"])):
+    for repo_type, repo, refs in (("model", MODEL_REPO, seen["model_refs"]),
+                                  ("dataset", DATA_REPO, seen["data_refs"])):
         assert state["pushed"][f"{repo_type} {repo}"] == {str(k): refs["tags"][f"round-{k}"] for k in range(3)}
 
 

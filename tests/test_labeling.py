@@ -1,9 +1,12 @@
-"""Greedy labeling: the fast KV-cache loop equals `generate`, order, the length bound, EOS."""
+"""Greedy labeling: the fast KV-cache loop equals `generate` (across configs, with finished rows
+leaving the batch, chunked prefill, batches side by side), order, the length bound, EOS."""
 
 import random
 
 import pytest
+import torch
 
+from si_hf import labeling
 from si_hf.filters import Label
 from si_hf.labeling import greedy_label
 from si_hf.tasks import get_task
@@ -130,3 +133,112 @@ def test_special_tokens_inside_a_completion_fail_the_length_filter(scripted_mode
     [lab] = _label(model, tokenizer, ["123="], [task.max_answer_len("123=")])
     assert lab.completion != "123"
     assert length_filter(task, [lab]) == [False]
+
+
+# -- the fast loop equals generate -----------------------------------------------------------------
+
+def _prompts_and_bounds(name, levels, n, seed=0):
+    task = get_task(name)
+    rng = random.Random(seed)
+    prompts = [task.prompt(task.sample(rng.choice(levels), rng)) for _ in range(n)]
+    return prompts, [task.max_answer_len(p) for p in prompts]
+
+
+def _both(model, tokenizer, prompts, bounds, batch_size=16):
+    fast = greedy_label(model, tokenizer, prompts, bounds, batch_size=batch_size, backend="fast", disable_tqdm=True)
+    ref = greedy_label(model, tokenizer, prompts, bounds, batch_size=batch_size, backend="generate",
+                       disable_tqdm=True)
+    return fast, ref
+
+
+def _eos_prone(model, tokenizer, scale=3.0, seed=0):
+    """Make EOS likely but not certain: rows then finish at many different steps."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = model.lm_head.weight
+        w[tokenizer.eos_token_id] = torch.randn(w.shape[1], generator=g) * scale * w.std()
+    return model
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"position_encoding": "rope"},
+    {"norm_type": "layernorm", "attention_bias": True, "mlp_bias": True},
+    {"head_dim": 12, "num_hidden_layers": 3},
+], ids=["nope", "rope", "layernorm-biases", "head_dim"])
+@pytest.mark.parametrize("name", ["copy", "reverse_addition"])
+def test_fast_equals_generate_across_configs(make_model, tokenizer, overrides, name):
+    model = _eos_prone(make_model(initializer_range=0.2, **overrides), tokenizer)
+    prompts, bounds = _prompts_and_bounds(name, [1, 2, 4, 6, 9], 80)
+    fast, ref = _both(model, tokenizer, prompts, bounds, batch_size=32)
+    assert fast == ref
+    finished = [lab.finished for lab in fast]
+    assert any(finished) and not all(finished)
+
+
+def test_finished_rows_leave_the_batch_and_labels_stay_equal(make_model, tokenizer, monkeypatch):
+    model = _eos_prone(make_model(initializer_range=0.2), tokenizer, scale=4.0)
+    prompts, bounds = _prompts_and_bounds("copy", [12], 64)
+    kept = []
+    original = labeling.PreallocatedKVCache.keep_rows
+
+    def spy(self, rows):
+        kept.append(len(rows))
+        return original(self, rows)
+
+    monkeypatch.setattr(labeling.PreallocatedKVCache, "keep_rows", spy)
+    fast, ref = _both(model, tokenizer, prompts, bounds, batch_size=64)
+    assert fast == ref
+    assert kept and min(kept) < 64  # finished rows really were dropped mid-decoding
+    assert len({len(lab.completion) for lab in fast if lab.finished}) > 2
+
+
+def test_prefill_in_chunks_equals_one_pass(make_model, tokenizer, monkeypatch):
+    model = _eos_prone(make_model(initializer_range=0.2, position_encoding="rope"), tokenizer)
+    prompts, bounds = _prompts_and_bounds("reverse_addition", [3, 5], 50)
+    whole = greedy_label(model, tokenizer, prompts, bounds, batch_size=64, disable_tqdm=True)
+    monkeypatch.setattr(labeling, "PREFILL_TOKENS", 20)  # a few rows per prefill pass
+    chunked = greedy_label(model, tokenizer, prompts, bounds, batch_size=64, disable_tqdm=True)
+    assert chunked == whole
+    assert chunked == greedy_label(model, tokenizer, prompts, bounds, batch_size=64, backend="generate",
+                                   disable_tqdm=True)
+
+
+def test_fast_equals_generate_on_a_trained_model(trained_copy_model, tokenizer):
+    prompts, bounds = _prompts_and_bounds("copy", [2, 4, 5, 6, 7], 200, seed=5)
+    fast, ref = _both(trained_copy_model, tokenizer, prompts, bounds, batch_size=64)
+    assert fast == ref
+
+
+def test_batches_side_by_side_give_the_same_labels(make_model, tokenizer):
+    model = _eos_prone(make_model(initializer_range=0.2), tokenizer)
+    prompts, bounds = _prompts_and_bounds("reverse_addition", [2, 3, 5], 120, seed=2)
+    one = greedy_label(model, tokenizer, prompts, bounds, batch_size=16, workers=1, disable_tqdm=True)
+    threads = torch.get_num_threads()
+    two = greedy_label(model, tokenizer, prompts, bounds, batch_size=16, workers=2, disable_tqdm=True)
+    assert torch.get_num_threads() == threads  # restored
+    assert two == one
+    assert one == greedy_label(model, tokenizer, prompts, bounds, batch_size=16, backend="generate",
+                               disable_tqdm=True)
+
+
+def test_a_model_with_hooks_is_labeled_one_batch_at_a_time(scripted_model, tokenizer):
+    """The scripted test model counts its steps in a forward hook: batches must not interleave."""
+    model = scripted_model(["0", "0", "<eos>"])
+    prompts = [f"{i:02d}=" for i in range(40)] + [f"{i:03d}=" for i in range(40)]
+    labels = greedy_label(model, tokenizer, prompts, [3] * 80, batch_size=4, workers=2, disable_tqdm=True)
+    assert all(lab.completion == "00" and lab.finished for lab in labels)
+
+
+def test_decode_step_matches_the_model_forward(make_model):
+    """One inference step over the preallocated cache gives the model's own logits for that token."""
+    for overrides in ({}, {"position_encoding": "rope"}, {"attention_bias": True, "mlp_bias": True}):
+        model = make_model(initializer_range=0.2, **overrides)
+        ids = torch.randint(4, 20, (5, 9))
+        with torch.inference_mode():
+            full = model(input_ids=ids, use_cache=False).logits[:, -1]
+            cache = labeling.PreallocatedKVCache.empty(model.config, 5, 12, torch.float32, "cpu")
+            model(input_ids=ids[:, :-1], cache=cache, use_cache=True)
+            step = labeling._SIDecodeStep(model)(ids[:, -1], cache)
+        torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
+        assert cache.length == 9

@@ -41,7 +41,8 @@ def test_forward_backward(make_model, tokenizer, position_encoding, norm_type):
 
 def test_config_defaults_and_validation():
     cfg = SIConfig()
-    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (6, 384, 6, 1536)
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (
+        6, 384, 6, 1536)
     assert cfg.head_dim == 64 and cfg.position_encoding == "nope" and not cfg.tie_word_embeddings
     assert SIConfig(hidden_size=32, num_attention_heads=4).head_dim == 8
     with pytest.raises(ValueError, match="position_encoding"):

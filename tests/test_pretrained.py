@@ -91,7 +91,8 @@ def test_pretrained_runs_full_and_lora(pretrained_dir, recipe_factory, run_round
         assert str(pretrained_dir) in card and ("LoRA r=4" in card) == (name == "lora")
         assert json.loads(open(f"{out}/round-1/eval.json").read())["train_steps"] == 5
         loaded[name] = model.state_dict()
-    full, lora = counts[next(k for k in counts if k.endswith("full"))], counts[next(k for k in counts if k.endswith("lora"))]
+    full = counts[next(k for k in counts if k.endswith("full"))]
+    lora = counts[next(k for k in counts if k.endswith("lora"))]
     assert len(full) == len(lora) == 2  # rounds 0 and 1
     assert all(trainable == total and cls == "LlamaForCausalLM" for trainable, total, cls in full)
     for (trainable, total, cls), (full_trainable, _, _) in zip(lora, full):

@@ -123,7 +123,8 @@ def test_every_round_has_a_manifest_of_all_its_files(reference):
         assert manifest["round"] == k and manifest["parent"] == (f"round-{k - 1}" if k else None)
         listed = set(manifest["files"])
         on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()} - {MANIFEST}
-        assert listed == on_disk and {"eval.json", "model/model.safetensors", "data/data-00000-of-00001.arrow"} <= listed
+        assert listed == on_disk
+        assert {"eval.json", "model/model.safetensors", "data/data-00000-of-00001.arrow"} <= listed
         for name, entry in manifest["files"].items():
             assert entry == {"sha256": sha256_file(d / name), "size": (d / name).stat().st_size}
         if k:

@@ -1,56 +1,12 @@
-"""Label filters, the shipped level_exact_match metric, and the frontier."""
+"""The shipped level_exact_match metric, evaluate_levels with scripted models, and the frontier."""
 
 import evaluate
 import pytest
+
 import si_hf.evaluation
 from si_hf.data import eval_problems
 from si_hf.evaluation import evaluate_levels, frontier, load_metric
-from si_hf.filters import FILTERS, Label, apply_filters, length_filter
 from si_hf.tasks import get_task
-
-LABELS = [
-    Label("12345=", "12345", True),    # finished, plausible
-    Label("12345=", "99999", True),    # finished, plausible (wrong value: the filter cannot know)
-    Label("12345=", "1234", True),     # too short
-    Label("12345=", "123456", True),   # too long
-    Label("12345=", "12345", False),   # no EOS within the bound
-    Label("12345=", "12a45", True),    # not digits
-    Label("7=", "7", True),            # finished, plausible
-    Label("7=", "", True),             # empty
-]
-EXPECTED_KEEP = [True, True, False, False, False, False, True, False]
-
-
-def test_length_filter():
-    assert length_filter(get_task("copy"), LABELS) == EXPECTED_KEEP
-
-
-def test_length_filter_reverse_addition():
-    task = get_task("reverse_addition")
-    labels = [Label("54321+789=", "233310", True), Label("54321+789=", "23331", True),
-              Label("54321+789=", "2333100", False), Label("1+2=", "30", True), Label("1+2=", "3", True)]
-    assert length_filter(task, labels) == [True, False, False, True, False]
-
-
-def test_apply_filters_stats():
-    task = get_task("copy")
-    keep, stats = apply_filters(task, LABELS, ["length"])
-    assert keep == EXPECTED_KEEP
-    assert stats == [{"filter": "length", "in": len(LABELS), "out": sum(EXPECTED_KEEP)}]
-    keep2, stats2 = apply_filters(task, LABELS, ["length", "length"])
-    assert keep2 == EXPECTED_KEEP
-    assert stats2[1] == {"filter": "length", "in": 3, "out": 3}
-    keep3, stats3 = apply_filters(task, LABELS, [])
-    assert keep3 == [True] * len(LABELS) and stats3 == []
-
-
-def test_apply_filters_chains_masks(monkeypatch):
-    task = get_task("copy")
-    monkeypatch.setitem(FILTERS, "first_half", lambda task, labels: [i < len(labels) // 2 for i in range(len(labels))])
-    keep, stats = apply_filters(task, LABELS, ["first_half", "length"])
-    assert keep == [k and i < 4 for i, k in enumerate(EXPECTED_KEEP)]
-    assert stats == [{"filter": "first_half", "in": 8, "out": 4}, {"filter": "length", "in": 4, "out": 2}]
-
 
 # -- the metric ----------------------------------------------------------------------------------
 

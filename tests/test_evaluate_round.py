@@ -1,0 +1,90 @@
+"""scripts/evaluate_round.py on a tiny saved round: integer levels (copy) and pair levels (multiplication)."""
+
+import contextlib
+import io
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+
+from si_hf.tasks import get_task
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate_round.py"))
+
+# Round 0 only, a few steps: the checkpoint and its eval.json are what the script reads.
+TINY = {"base_steps": 10, "base_warmup_steps": 0, "base_decay_steps": 5, "base_examples": 160, "batch_size": 16,
+        "num_rounds": 0, "eval_size": 8, "eval_min_level": 1}
+EVAL_MAX = {"copy": 3, "multiplication": 2}
+
+
+@pytest.fixture(scope="module", params=["copy", "multiplication"])
+def saved_round(request, tmp_path_factory, write_recipe, run_rounds_main):
+    task = request.param
+    root = tmp_path_factory.mktemp(f"evaluate-{task}")
+    argv = write_recipe(root, name=task, task=task, eval_max_level=EVAL_MAX[task], **TINY)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run_rounds_main(argv) == 0
+    return get_task(task), root / task / "round-0"
+
+
+def _evaluate(round_dir: Path, out: Path, *extra):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = SCRIPT["main"](["--model", str(round_dir / "model"), "--eval_size", "8", "--output_dir", str(out),
+                             *extra])
+    return rc, buf.getvalue(), json.loads(next(out.glob("*.json")).read_text())
+
+
+def test_default_levels_reproduce_the_recorded_round(saved_round, tmp_path):
+    task, round_dir = saved_round
+    recorded = json.loads((round_dir / "eval.json").read_text())
+    rc, log, saved = _evaluate(round_dir, tmp_path)
+    assert rc == 0, log
+    names = [task.level_name(level) for level in task.eval_levels(1, EVAL_MAX[task.name])]
+    assert list(saved["accuracy_by_level"]) == names == list(recorded["accuracy_by_level"])
+    # Same held-out sets, same weights, greedy decoding: the numbers of training come back exactly.
+    assert saved["accuracy_by_level"] == recorded["accuracy_by_level"]
+    assert saved["count_by_level"] == recorded["eval_size_by_level"]
+    assert saved["frontier"] == recorded["frontier"]
+    assert saved["task"] == task.name
+    assert "| level | problems | exact match | recorded in training |" in log
+    assert all(f"| {name} | {saved['count_by_level'][name]} |" in log for name in names)
+    md = next(tmp_path.glob("*.md")).read_text()
+    assert md.count("\n| ") == len(names) + 1
+
+
+def test_levels_given_as_a_range_or_as_names(saved_round, tmp_path):
+    task, round_dir = saved_round
+    given = "1x2,2x1" if task.pair_levels else "3,1"
+    rc, log, saved = _evaluate(round_dir, tmp_path / "names", "--levels", given)
+    assert rc == 0, log
+    assert list(saved["accuracy_by_level"]) == given.split(",")
+    rc, log, saved = _evaluate(round_dir, tmp_path / "range", "--levels", "2-2")
+    assert rc == 0, log
+    assert list(saved["accuracy_by_level"]) == ["2x2" if task.pair_levels else "2"]
+
+
+def test_level_names_parse_back_through_the_task():
+    copy, multiplication = get_task("copy"), get_task("multiplication")
+    assert SCRIPT["parse_level"](copy, "12") == 12
+    assert SCRIPT["parse_level"](multiplication, "4x5") == (4, 5)
+    for task in (copy, multiplication):
+        for level in task.eval_levels(1, 3):
+            assert SCRIPT["parse_level"](task, task.level_name(level)) == level
+    assert SCRIPT["parse_levels"](multiplication, "1-2") == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert SCRIPT["parse_levels"](copy, "2-4") == [2, 3, 4]
+    for task, bad in ((copy, "4x5"), (copy, "x"), (multiplication, "4"), (multiplication, "4x")):
+        with pytest.raises(ValueError, match="is not a level name"):
+            SCRIPT["parse_level"](task, bad)
+    with pytest.raises(ValueError, match="levels must look like 1-20"):
+        SCRIPT["parse_levels"](copy, "5-2")
+
+
+def test_a_bad_levels_argument_is_a_usage_error(saved_round, tmp_path, capsys):
+    task, round_dir = saved_round
+    with pytest.raises(SystemExit) as exit_info:
+        SCRIPT["main"](["--model", str(round_dir / "model"), "--levels", "4y5", "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument --levels" in capsys.readouterr().err
