@@ -6,7 +6,7 @@ RECIPE ?= recipes/copy/tiny.yaml
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: install run test quality clean
+.PHONY: install run seeds test quality clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(BIN)/.installed
 
 run: install
 	$(BIN)/accelerate launch --config_file accelerate_config.yaml scripts/run_rounds.py --config $(RECIPE) $(ARGS)
+
+# the same recipe for several seeds, aggregated (SEEDS="0 1 2" by default)
+seeds: install
+	$(BIN)/python scripts/run_seeds.py --config $(RECIPE) --seeds $(or $(SEEDS),0 1 2) $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -21,8 +21,10 @@ class Recipe:
     task: str = field(default="copy", metadata={"help": "Task name (copy, reverse, reverse_addition)."})
     output_dir: str = field(default="runs/copy-tiny", metadata={"help": "Where rounds are written."})
     seed: int = field(default=0, metadata={"help": "Seed of data, initialization and training."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete a run of another recipe in output_dir."})
-    base_examples: int | None = field(default=None, metadata={"help": "Base problems to draw (default: base_steps * batch_size)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": (
+        "Delete a run of another recipe in output_dir.")})
+    base_examples: int | None = field(default=None, metadata={"help": (
+        "Base problems to draw (default: base_steps * batch_size).")})
 
     # Model (SIConfig)
     num_hidden_layers: int = 6
@@ -33,11 +35,16 @@ class Recipe:
 
     # Or a pretrained start (si_hf.pretrained): any AutoModelForCausalLM checkpoint, its vocabulary cut to the
     # task's characters; the model fields above are then unused. Optional LoRA (peft), merged every round.
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained causal LM (local directory or Hub id) to start from instead of a new si-hf model."})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank with model_name_or_path (0: full fine-tuning); each round trains a fresh adapter (plus the embedding and output rows) and merges it."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": (
+        "Pretrained causal LM (local directory or Hub id) to start from instead of a new si-hf model.")})
+    lora_r: int = field(default=0, metadata={"help": (
+        "LoRA rank with model_name_or_path (0: full fine-tuning); each round trains a fresh adapter (plus"
+        " the embedding and output rows) and merges it.")})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale lora_alpha / lora_r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "all-linear (every linear layer but the output head) or comma-separated module names, e.g. q_proj,v_proj."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": (
+        "all-linear (every linear layer but the output head) or comma-separated module names, e.g. "
+        "q_proj,v_proj.")})
 
     # Round 0: base data
     base_min_level: int = 1
@@ -53,38 +60,58 @@ class Recipe:
     round_decay_steps: int = 250
     labels_per_round: int = field(default=20000, metadata={"help": "Problems the model labels each round."})
     filters: list[str] = field(default_factory=lambda: ["length"], metadata={"help": "Label filters, in order."})
-    newest_fraction: float = field(default=0.5, metadata={"help": "Share of each round's batches from its newest data."})
-    older_weighting: str = field(default="rows", metadata={"help": "How the rest of each round's batches is drawn from the base data and the older rounds: rows (in proportion to their rows) or rounds (an equal share each, the base data counting as one)."})
+    newest_fraction: float = field(default=0.5, metadata={"help": (
+        "Share of each round's batches from its newest data.")})
+    older_weighting: str = field(default="rows", metadata={"help": (
+        "How the rest of each round's batches is drawn from the base data and the older rounds: rows (in "
+        "proportion to their rows) or rounds (an equal share each, the base data counting as one).")})
 
     # Majority vote over K seed lineages
-    num_seeds: int = field(default=1, metadata={"help": "K models trained with seeds seed, seed+1, ..., one after another; with K > 1 each labels the same problems, a majority_vote filter decides the labels and every model trains on them (round-<k>/model is seed 0's, round-<k>/models/seed-<i> the others)."})
-    eval_all_seeds: bool = field(default=False, metadata={"help": "With num_seeds > 1, also evaluate every other lineage each round (seed_accuracy_by_level in eval.json); the frontier is seed 0's."})
+    num_seeds: int = field(default=1, metadata={"help": (
+        "K models trained with seeds seed, seed+1, ..., one after another; with K > 1 each labels the "
+        "same problems, a majority_vote filter decides the labels and every model trains on them "
+        "(round-<k>/model is seed 0's, round-<k>/models/seed-<i> the others).")})
+    eval_all_seeds: bool = field(default=False, metadata={"help": (
+        "With num_seeds > 1, also evaluate every other lineage each round (seed_accuracy_by_level in "
+        "eval.json); the frontier is seed 0's.")})
 
     # Schedule: which levels each round labels
-    schedule: str = field(default="plus_one", metadata={"help": "plus_one (the stage after the highest trained) or accelerated (probe the stages after it, label every consecutive one scoring >= frontier_threshold, at least one)."})
-    probe_size: int = field(default=200, metadata={"help": "accelerated: fresh problems per probed level (never held-out ones)."})
-    probe_max_levels: int = field(default=8, metadata={"help": "accelerated: most stages probed (and so labeled) in one round."})
+    schedule: str = field(default="plus_one", metadata={"help": (
+        "plus_one (the stage after the highest trained) or accelerated (probe the stages after it, label "
+        "every consecutive one scoring >= frontier_threshold, at least one).")})
+    probe_size: int = field(default=200, metadata={"help": (
+        "accelerated: fresh problems per probed level (never held-out ones).")})
+    probe_max_levels: int = field(default=8, metadata={"help": (
+        "accelerated: most stages probed (and so labeled) in one round.")})
 
     # Stop rules (default off)
-    stop_patience: int | None = field(default=None, metadata={"help": "Stop when the frontier has not moved for this many rounds."})
-    collapse_floor: float | None = field(default=None, metadata={"help": "Stop when accuracy at a level inside the previous round's frontier falls below this."})
+    stop_patience: int | None = field(default=None, metadata={"help": (
+        "Stop when the frontier has not moved for this many rounds.")})
+    collapse_floor: float | None = field(default=None, metadata={"help": (
+        "Stop when accuracy at a level inside the previous round's frontier falls below this.")})
 
     # Error avalanche: corrupt part of one round's labels on purpose
-    corrupt_round: int | None = field(default=None, metadata={"help": "The round (>= 1) whose kept labels are corrupted after filtering."})
+    corrupt_round: int | None = field(default=None, metadata={"help": (
+        "The round (>= 1) whose kept labels are corrupted after filtering.")})
     corrupt_fraction: float = field(default=0.0, metadata={"help": "Share of that round's kept labels corrupted."})
-    corrupt_mode: str = field(default="digits", metadata={"help": "digits (uniform random digits, same length), drop_tail (last digit dropped) or perturb_tail (last digit +-1)."})
+    corrupt_mode: str = field(default="digits", metadata={"help": (
+        "digits (uniform random digits, same length), drop_tail (last digit dropped) or perturb_tail "
+        "(last digit +-1).")})
 
     # Optimization (AdamW, warmup-stable-decay to min_lr_ratio of the peak)
     batch_size: int = 1024
     learning_rate: float = 5e-4
-    round_learning_rate: float | None = field(default=None, metadata={"help": "Peak lr in rounds >= 1 (default: learning_rate)."})
+    round_learning_rate: float | None = field(default=None, metadata={"help": (
+        "Peak lr in rounds >= 1 (default: learning_rate).")})
     min_lr_ratio: float = 0.01
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
     adam_epsilon: float = 1e-12
     max_grad_norm: float = 1.0
-    group_by_length: bool = field(default=False, metadata={"help": "Batch examples of similar length: less padding, but one-length batches slowed learning of copy several-fold."})
+    group_by_length: bool = field(default=False, metadata={"help": (
+        "Batch examples of similar length: less padding, but one-length batches slowed learning of copy "
+        "several-fold.")})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; default: on when CUDA supports it."})
 
     # Labeling and evaluation
@@ -92,22 +119,29 @@ class Recipe:
     label_batch_size: int = 1024
     eval_min_level: int = 1
     eval_max_level: int = 20
-    eval_size: int = field(default=1000, metadata={"help": "Held-out problems per eval level (all used in the last round)."})
-    round_eval_size: int | None = field(default=None, metadata={"help": "Problems per level evaluated in earlier rounds (a fixed subset; default: all)."})
+    eval_size: int = field(default=1000, metadata={"help": (
+        "Held-out problems per eval level (all used in the last round).")})
+    round_eval_size: int | None = field(default=None, metadata={"help": (
+        "Problems per level evaluated in earlier rounds (a fixed subset; default: all).")})
     frontier_threshold: float = field(default=0.99, metadata={"help": "Accuracy a level needs to count as solved."})
 
     # Progress and tracking
     logging_steps: int = 50
     report_to: str = field(default="none", metadata={"help": "Trainer report_to: none, tensorboard, wandb, trackio."})
     disable_tqdm: bool = False
-    num_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (default: the cores this process may use, shared among local processes)."})
+    num_threads: int | None = field(default=None, metadata={"help": (
+        "CPU threads per process (default: the cores this process may use, shared among local processes).")})
 
     # The Hub: publish every round, or start from a published one
-    push_to_hub: bool = field(default=False, metadata={"help": "Push each finished round to hub_model_id and hub_dataset_id."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "Model repo (namespace/name) that gets one branch and tag round-<k> per round."})
-    hub_dataset_id: str | None = field(default=None, metadata={"help": "Dataset repo for the rounds' data (default: the same id as hub_model_id)."})
+    push_to_hub: bool = field(default=False, metadata={"help": (
+        "Push each finished round to hub_model_id and hub_dataset_id.")})
+    hub_model_id: str | None = field(default=None, metadata={"help": (
+        "Model repo (namespace/name) that gets one branch and tag round-<k> per round.")})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": (
+        "Dataset repo for the rounds' data (default: the same id as hub_model_id).")})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repos private."})
-    init_from: str | None = field(default=None, metadata={"help": "Start from a published round, REPO@round-<k>: the run continues with round k+1."})
+    init_from: str | None = field(default=None, metadata={"help": (
+        "Start from a published round, REPO@round-<k>: the run continues with round k+1.")})
 
     def validate(self):
         from .corruption import CORRUPT_MODES
@@ -151,9 +185,12 @@ class Recipe:
             ("num_threads", self.num_threads is None or self.num_threads >= 1, "must be >= 1 (or unset)"),
             ("position_encoding", self.position_encoding in ("nope", "rope"), "must be 'nope' or 'rope'"),
             ("labeler", self.labeler in ("fast", "generate"), "must be 'fast' or 'generate'"),
-            ("hidden_size", self.hidden_size % self.num_attention_heads == 0, "must be divisible by num_attention_heads"),
-            ("base_min_level", 1 <= self.base_min_level <= self.base_max_level, "needs 1 <= base_min_level <= base_max_level"),
-            ("eval_min_level", 1 <= self.eval_min_level <= self.eval_max_level, "needs 1 <= eval_min_level <= eval_max_level"),
+            ("hidden_size", self.hidden_size % self.num_attention_heads == 0,
+             "must be divisible by num_attention_heads"),
+            ("base_min_level", 1 <= self.base_min_level <= self.base_max_level,
+             "needs 1 <= base_min_level <= base_max_level"),
+            ("eval_min_level", 1 <= self.eval_min_level <= self.eval_max_level,
+             "needs 1 <= eval_min_level <= eval_max_level"),
             ("base_steps", self.base_steps > 0, "must be positive"),
             ("round_steps", self.round_steps > 0 or self.num_rounds == 0, "must be positive"),
             ("num_rounds", self.num_rounds >= 0, "must be >= 0"),
@@ -170,7 +207,8 @@ class Recipe:
             ("frontier_threshold", 0.0 <= self.frontier_threshold <= 1.0, "must be in [0, 1]"),
             ("newest_fraction", 0.0 <= self.newest_fraction <= 1.0, "must be in [0, 1]"),
             ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
-            ("older_weighting", self.older_weighting in OLDER_WEIGHTINGS, f"must be one of {', '.join(OLDER_WEIGHTINGS)}"),
+            ("older_weighting", self.older_weighting in OLDER_WEIGHTINGS,
+             f"must be one of {', '.join(OLDER_WEIGHTINGS)}"),
             ("num_seeds", self.num_seeds >= 1, "must be >= 1"),
             ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
             ("probe_size", self.probe_size > 0, "must be positive"),
@@ -218,7 +256,8 @@ class Recipe:
         if votes > 1:
             raise RecipeError(f"filters: at most one {VOTE_FILTER} filter, got {self.filters}")
         if votes and self.num_seeds < 2:
-            raise RecipeError(f"filters: {VOTE_FILTER} needs num_seeds >= 2 models to vote (num_seeds={self.num_seeds})")
+            raise RecipeError(f"filters: {VOTE_FILTER} needs num_seeds >= 2 models to vote "
+                              f"(num_seeds={self.num_seeds})")
         if self.num_seeds > 1 and not votes:
             raise RecipeError(f"num_seeds={self.num_seeds}: several models need a {VOTE_FILTER} filter "
                               f"(e.g. '{VOTE_FILTER}:tau=0.7') to agree on one label per problem")

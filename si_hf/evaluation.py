@@ -7,7 +7,7 @@ from accelerate import PartialState
 
 from .distributed import map_split
 from .labeling import greedy_label
-from .tasks import Problem, Task
+from .tasks import Task
 from .tasks.base import frontier  # noqa: F401  (the default frontier, for scripts)
 
 METRIC_PATH = os.path.join(os.path.dirname(__file__), "metrics", "level_exact_match")

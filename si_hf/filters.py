@@ -124,7 +124,8 @@ def parse_filter_spec(spec) -> tuple[str, dict]:
     known = list(inspect.signature(FILTERS[name]).parameters)[2:]  # after (task, labels)
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"filter {spec!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}")
+        raise ValueError(f"filter {spec!r}: unknown option(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(known) or 'none'}")
     try:  # option values checked when the recipe is read, not rounds later: a dry run over no labels
         FILTERS[name](None, [], **options)
     except (TypeError, ValueError) as err:

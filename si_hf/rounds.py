@@ -22,23 +22,37 @@ from safetensors import SafetensorError
 from transformers import set_seed
 
 from .confidence import score_labels
-from .consistency import compose_labels
 from .config import Recipe, RecipeError
+from .consistency import compose_labels
 from .corruption import corrupt_completions
-from .data import (base_dataset, eval_problems, level_values, mixture, round_features, sample_problems, seeded_rng,
-                   tokenize)
-from .distributed import (map_split, mean_over_processes, per_device_batch_size, process_state, unsharded_model,
-                          uses_fsdp)
+from .data import (
+    base_dataset,
+    eval_problems,
+    level_values,
+    mixture,
+    round_features,
+    sample_problems,
+    seeded_rng,
+    tokenize,
+)
+from .distributed import (
+    map_split,
+    mean_over_processes,
+    per_device_batch_size,
+    process_state,
+    unsharded_model,
+    uses_fsdp,
+)
 from .evaluation import evaluate_levels
 from .filters import parse_filter_spec, select_labels
 from .hub import Publisher, import_rounds, imported_from, parent_of, write_model_card
 from .killpoints import kill_point
 from .labeling import greedy_label
 from .manifest import RoundError, adopt_legacy_rounds, is_finished, staged_round, unfinished_round_dirs, verify_rounds
+from .pretrained import load_round_model, lora_adapter
 from .schedule import accelerated_stages, passes, stop_decision
 from .tasks import get_task
 from .tokenization import task_tokenizer
-from .pretrained import load_round_model, lora_adapter
 from .training import build_model, make_trainer
 
 logger = logging.getLogger("si_hf")
@@ -129,7 +143,8 @@ class SelfImprovement:
         expected = list(range(len(done)))
         if done != expected:
             gap = min(set(range(done[-1] + 1)) - set(done))
-            raise RoundError(f"{self.out}: finished rounds {done} are not consecutive from 0 ({round_dir(self.out, gap)} "
+            raise RoundError(f"{self.out}: finished rounds {done} are not consecutive from 0 "
+                             f"({round_dir(self.out, gap)} "
                              "is missing or has no valid manifest.json); cannot resume")
         for d in unfinished_round_dirs(self.out):
             self.log(f"{d} has no valid manifest.json (an interrupted or damaged round): it does not count and is "
@@ -445,7 +460,8 @@ class SelfImprovement:
             kept_acc = lab["label_accuracy_kept"]
             label_part = (f"kept {lab['kept']}/{lab['labeled']} | label acc {kept_acc:.3f}" if kept_acc is not None
                           else f"kept 0/{lab['labeled']}")
-            return (f"[round {rec['round']}/{R}] level {lvl} | {label_part} | acc@{lvl} {acc.get(lvl, float('nan')):.3f}"
+            return (f"[round {rec['round']}/{R}] level {lvl} | {label_part} | "
+                    f"acc@{lvl} {acc.get(lvl, float('nan')):.3f}"
                     f" | frontier {rec['frontier']} | {rec['wall_seconds']:.0f}s")
         return (f"[round 0/{R}] base levels {rec['levels_trained']} | frontier {rec['frontier']} | "
                 f"exact match {rec['exact_match']:.3f} | {rec['wall_seconds']:.0f}s")

@@ -57,6 +57,10 @@ MICRO_RECIPE = {
     "logging_steps": 50,
     "disable_tqdm": True,
 }
+# The micro recipe, smaller still (overrides): for runs that test the loop's plumbing, not learning.
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "batch_size": 16, "base_steps": 30, "base_warmup_steps": 3,
+         "base_decay_steps": 10, "round_steps": 5, "round_decay_steps": 2, "labels_per_round": 64, "eval_size": 20,
+         "eval_max_level": 5}
 
 
 @pytest.fixture(scope="session")

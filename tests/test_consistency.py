@@ -98,7 +98,8 @@ def test_compose_labels_asks_the_model_about_the_pieces(scripted_model, tokenize
 
 
 def test_pieces_refused_for_a_task_without_pieces():
-    assert parse_recipe(["--task", "reverse_addition", "--filters", "length", "pieces"]).filters == ["length", "pieces"]
+    recipe = parse_recipe(["--task", "reverse_addition", "--filters", "length", "pieces"])
+    assert recipe.filters == ["length", "pieces"]
     with pytest.raises(RecipeError, match="no pieces"):
         parse_recipe(["--task", "multiplication", "--filters", "pieces"])
 

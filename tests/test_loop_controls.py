@@ -11,6 +11,7 @@ import pytest
 import yaml
 from datasets import load_from_disk
 
+from conftest import SMALL
 from si_hf import SIForCausalLM
 from si_hf.config import Recipe, RecipeError, parse_recipe
 from si_hf.corruption import corrupt_completion, corrupt_completions
@@ -20,11 +21,6 @@ from si_hf.rounds import check_output_dir, plot_summary, summary_table
 from si_hf.schedule import accelerated_stages, level_rank, stop_decision
 from si_hf.tasks import get_task
 from si_hf.tokenization import task_tokenizer
-
-# The micro recipe (tests/conftest.py), smaller still: these runs test the loop, not learning.
-SMALL = {"hidden_size": 32, "intermediate_size": 64, "batch_size": 16, "base_steps": 30, "base_warmup_steps": 3,
-         "base_decay_steps": 10, "round_steps": 5, "round_decay_steps": 2, "labels_per_round": 64, "eval_size": 20,
-         "eval_max_level": 5}
 
 
 def _run(main, argv):

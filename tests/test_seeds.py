@@ -9,13 +9,10 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
+from conftest import SMALL
 from si_hf.seeds import aggregate, plot_seeds, seeds_table, write_aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
-# The micro recipe (tests/conftest.py), smaller still: these runs test the seeds' plumbing, not learning.
-SMALL = {"hidden_size": 32, "intermediate_size": 64, "batch_size": 16, "base_steps": 30, "base_warmup_steps": 3,
-         "base_decay_steps": 10, "round_steps": 5, "round_decay_steps": 2, "labels_per_round": 64, "eval_size": 20,
-         "eval_max_level": 5}
 
 
 def _records(fronts, final, kept):
