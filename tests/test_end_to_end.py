@@ -115,7 +115,8 @@ def test_rounds_on_disk(micro_run):
         assert ev["round"] == k
         assert set(ev["accuracy_by_level"]) == {str(lvl) for lvl in range(1, 7)}
         assert all(0.0 <= acc <= 1.0 for acc in ev["accuracy_by_level"].values())
-        assert ev["frontier"] == frontier({int(lvl): a for lvl, a in ev["accuracy_by_level"].items()}, 0.99)
+        assert ev["frontier"] == frontier({int(lvl): a for lvl, a in ev["accuracy_by_level"].items()}, 0.99,
+                                          {int(lvl): n for lvl, n in ev["eval_size_by_level"].items()})
         assert ev == summary[k]
     assert summary[0]["train_steps"] == 200 and summary[1]["train_steps"] == 20
     assert summary[0]["accuracy_by_level"]["1"] > 0.3  # the base model learned something
