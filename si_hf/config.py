@@ -147,7 +147,7 @@ class Recipe:
         from .corruption import CORRUPT_MODES
         from .data import OLDER_WEIGHTINGS
         from .schedule import SCHEDULES
-        from .tasks import get_task
+        from .tasks import TASKS, get_task
 
         check_field_types(self)  # a YAML value of the wrong type (a list for a number, ...) names its field
         try:
@@ -251,8 +251,9 @@ class Recipe:
                 raise RecipeError(f"filters: {err}") from None
             votes += name == VOTE_FILTER
             if name == "pieces" and not get_task(self.task).has_pieces:
+                with_pieces = ", ".join(sorted(t for t in TASKS if get_task(t).has_pieces))
                 raise RecipeError(f"filters: {spec!r}: task {self.task!r} has no pieces to check a label against "
-                                  "(tasks with pieces: copy, reverse, reverse_addition)")
+                                  f"(tasks with pieces: {with_pieces})")
         if votes > 1:
             raise RecipeError(f"filters: at most one {VOTE_FILTER} filter, got {self.filters}")
         if votes and self.num_seeds < 2:
