@@ -5,9 +5,9 @@
 
 import sys
 
-from si_hf.config import RecipeError, parse_recipe
-from si_hf.hub import HubError
-from si_hf.manifest import RoundError, is_disk_full
+from si_hf.config import parse_recipe
+from si_hf.errors import HubError, RecipeError, RoundError
+from si_hf.manifest import is_disk_full
 from si_hf.rounds import SelfImprovement
 
 

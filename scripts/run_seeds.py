@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from si_hf.config import RecipeError, parse_recipe
+from si_hf.config import parse_recipe
+from si_hf.errors import RecipeError
 from si_hf.seeds import write_aggregate
 
 ROOT = Path(__file__).resolve().parent

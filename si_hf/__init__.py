@@ -2,7 +2,8 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .config import Recipe, RecipeError, parse_recipe
+from .config import Recipe, parse_recipe
+from .errors import HubError, RecipeError, RoundError
 from .modeling import SIConfig, SIForCausalLM, SIModel
 from .tasks import Task, get_task, register_task
 from .tokenization import build_tokenizer
@@ -13,8 +14,10 @@ AutoModelForCausalLM.register(SIConfig, SIForCausalLM, exist_ok=True)
 
 __version__ = "0.1.0"
 __all__ = [
+    "HubError",
     "Recipe",
     "RecipeError",
+    "RoundError",
     "SIConfig",
     "SIForCausalLM",
     "SIModel",

@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 import yaml
 from transformers import HfArgumentParser
 
-
-class RecipeError(ValueError):
-    """A recipe that cannot run; the message names the field and the reason."""
+from .errors import RecipeError
 
 
 @dataclass
@@ -232,7 +230,7 @@ class Recipe:
         if self.push_to_hub and not self.hub_model_id:
             raise RecipeError("push_to_hub: needs hub_model_id (namespace/name)")
         if self.init_from is not None:
-            from .hub import parse_init_from
+            from .records import parse_init_from
 
             try:
                 parse_init_from(self.init_from)

@@ -21,7 +21,7 @@ from accelerate import PartialState
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, gather_object, parse_flag_from_env
 
-from .config import RecipeError
+from .errors import RecipeError
 
 
 def map_split(fn, items, groups=None) -> list:

@@ -19,15 +19,13 @@ import os
 import shutil
 from pathlib import Path
 
+from .errors import RoundError
+from .records import RECORD_FILE, round_dir, round_name, round_number, staging_dir
+
 logger = logging.getLogger("si_hf")
 
 MANIFEST = "manifest.json"
 FORMAT = "si-hf-round-manifest/1"
-
-
-class RoundError(RuntimeError):
-    """A round on disk that cannot be used (missing, corrupted) or cannot be written (disk full); the
-    message names the file and the reason."""
 
 
 def sha256_file(path) -> str:
@@ -121,33 +119,41 @@ def verify_rounds(out, done: list[int]):
     """On resume: the last finished round in full (its checkpoint is what training continues from), the
     earlier ones by size (their data feeds the mixture)."""
     for k in done:
-        verify_round(Path(out) / f"round-{k}", quick=k != done[-1])
+        verify_round(round_dir(out, k), quick=k != done[-1])
+
+
+def round_dirs(out) -> dict[int, Path]:
+    """Every `round-<k>` directory of `out`, finished or not, by k."""
+    out = Path(out)
+    if not out.is_dir():
+        return {}
+    found = {round_number(d.name): d for d in out.glob("round-*") if d.is_dir()}
+    return {k: d for k, d in sorted(found.items()) if k is not None}
+
+
+def finished_rounds(out) -> list[int]:
+    """The rounds whose directory holds a valid manifest (nothing else counts as finished)."""
+    return [k for k, d in round_dirs(out).items() if is_finished(d, k)]
 
 
 def unfinished_round_dirs(out) -> list[Path]:
     """`round-<k>` directories without a valid manifest: they do not count (and are replaced when the
     round is computed again)."""
-    out = Path(out)
-    if not out.is_dir():
-        return []
-    return sorted(d for d in out.glob("round-*") if d.name.removeprefix("round-").isdigit()
-                  and not is_finished(d, int(d.name.removeprefix("round-"))))
+    return [d for k, d in round_dirs(out).items() if not is_finished(d, k)]
 
 
 def adopt_legacy_rounds(out, recipe: dict, log=logger.warning) -> list[int]:
     """Writes manifests for the rounds of a run older than manifests: only when no round directory of
     `out` has a manifest, for each `round-<k>` holding eval.json (renamed into place only once
     complete, by the code that wrote it). Returns the rounds adopted."""
-    out = Path(out)
-    dirs = {int(d.name.removeprefix("round-")): d for d in out.glob("round-*")
-            if d.is_dir() and d.name.removeprefix("round-").isdigit()} if out.is_dir() else {}
+    dirs = round_dirs(out)
     if not dirs or any((d / MANIFEST).exists() for d in dirs.values()):
         return []
     adopted = []
     for k in sorted(dirs):
-        if not (dirs[k] / "eval.json").is_file():
+        if not (dirs[k] / RECORD_FILE).is_file():
             break
-        write_manifest(dirs[k], k, recipe, parent=f"round-{k - 1}" if k else None,
+        write_manifest(dirs[k], k, recipe, parent=round_name(k - 1) if k else None,
                        parent_dir=dirs.get(k - 1), adopted=True)
         adopted.append(k)
     if adopted:
@@ -165,13 +171,13 @@ def staged_round(out, k: int, recipe: dict, parent: str | None = None):
     it to `round-<k>` (replacing a `round-<k>` without a valid manifest). On any error the temporary
     directory is removed and no round directory appears; a full disk becomes a RoundError saying so."""
     out = Path(out)
-    tmp, final = out / f".round-{k}.tmp", out / f"round-{k}"
+    tmp, final = staging_dir(out, k), round_dir(out, k)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        write_manifest(tmp, k, recipe, parent=parent, parent_dir=out / f"round-{k - 1}" if k else None)
+        write_manifest(tmp, k, recipe, parent=parent, parent_dir=round_dir(out, k - 1) if k else None)
         if final.exists():
             if is_finished(final, k):
                 raise RoundError(f"{final} is already a finished round; refusing to replace it")

@@ -6,8 +6,6 @@ This is the only module that knows the order of the steps. A round is finished o
 """
 
 import dataclasses
-import io
-import json
 import logging
 import os
 import shutil
@@ -21,8 +19,9 @@ from datasets import Dataset, disable_progress_bars, load_from_disk
 from safetensors import SafetensorError
 from transformers import set_seed
 
+from .cards import plot_summary, summary_table, write_model_card
 from .confidence import score_labels
-from .config import Recipe, RecipeError
+from .config import Recipe
 from .consistency import compose_labels
 from .corruption import corrupt_completions
 from .data import (
@@ -43,35 +42,22 @@ from .distributed import (
     unsharded_model,
     uses_fsdp,
 )
+from .errors import RecipeError, RoundError
 from .evaluation import evaluate_levels
 from .filters import parse_filter_spec, select_labels
-from .hub import Publisher, import_rounds, imported_from, parent_of, write_model_card
+from .hub import Publisher, import_rounds, imported_from, parent_of
 from .killpoints import kill_point
 from .labeling import greedy_label
-from .manifest import RoundError, adopt_legacy_rounds, is_finished, staged_round, unfinished_round_dirs, verify_rounds
+from .manifest import adopt_legacy_rounds, finished_rounds, staged_round, unfinished_round_dirs, verify_rounds
 from .pretrained import load_round_model, lora_adapter
+from .records import SUMMARY_FILE, read_record, read_summary, round_dir, round_name, write_record, write_summary
 from .schedule import accelerated_stages, passes, stop_decision
 from .tasks import get_task
+from .timing import PhaseTimes, phases_text
 from .tokenization import task_tokenizer
 from .training import build_model, make_trainer
 
 logger = logging.getLogger("si_hf")
-
-
-def round_dir(output_dir, k: int) -> Path:
-    return Path(output_dir) / f"round-{k}"
-
-
-def finished_rounds(output_dir) -> list[int]:
-    out = Path(output_dir)
-    if not out.is_dir():
-        return []
-    done = []
-    for d in out.glob("round-*"):
-        suffix = d.name.removeprefix("round-")
-        if suffix.isdigit() and is_finished(d, int(suffix)):  # a directory without a valid manifest does not count
-            done.append(int(suffix))
-    return sorted(done)
 
 
 def check_output_dir(recipe: Recipe):
@@ -101,8 +87,24 @@ def check_output_dir(recipe: Recipe):
     )
 
 
+def label_accuracy(labels, answers, rows, completions, label_sets, filter_stats, masks) -> dict:
+    """Analysis only (no filter reads it): how many labels are right, in all, after each filter step
+    (written into `filter_stats`), per lineage, and among the rows trained on (`completions`)."""
+    correct = [lab.completion == a for lab, a in zip(labels, answers)]
+    for step, mask in zip(filter_stats, masks):
+        kept_correct = [c for c, m in zip(correct, mask) if m]
+        step["label_accuracy"] = sum(kept_correct) / len(kept_correct) if kept_correct else None
+    if len(label_sets) > 1:
+        filter_stats[0]["seed_label_accuracy"] = [
+            sum(lab.completion == a for lab, a in zip(ls, answers)) / len(ls) for ls in label_sets]
+    kept_correct = [c == answers[i] for c, i in zip(completions, rows)]
+    return {"label_accuracy_all": sum(correct) / len(correct),
+            "label_accuracy_kept": sum(kept_correct) / len(rows) if rows else None, "filters": filter_stats}
+
+
 class SelfImprovement:
     def __init__(self, recipe: Recipe):
+        self.timed = PhaseTimes()  # reset by every round
         self.recipe = recipe
         self.state = process_state()  # one process, DDP or FSDP (on the CPU too; si_hf.distributed)
         per_device_batch_size(recipe.batch_size, self.state.num_processes)  # the global batch must split evenly
@@ -165,10 +167,9 @@ class SelfImprovement:
             # In memory: later mixtures must not write cache files into finished rounds.
             self.rounds_data.append(load_from_disk(str(round_dir(self.out, k) / "data"), keep_in_memory=True))
         # The finished rounds' records are the summary (a run killed before rewriting summary.jsonl lacks a row).
-        self.summary = [json.loads((round_dir(self.out, k) / "eval.json").read_text()) for k in done]
-        summary_path = self.out / "summary.jsonl"
-        if (any(not (self.out / name).is_file() for name in ("summary.jsonl", "summary.md", "summary.png"))
-                or summary_path.read_text() != "".join(json.dumps(r) + "\n" for r in self.summary)):
+        self.summary = [read_record(self.out, k) for k in done]
+        if (any(not (self.out / name).is_file() for name in (SUMMARY_FILE, "summary.md", "summary.png"))
+                or read_summary(self.out) != self.summary):
             self.write_summary()
         self.log(f"Resuming {self.out}: rounds 0-{last} are finished; continuing with round {last + 1}.")
         return model, last + 1
@@ -198,7 +199,7 @@ class SelfImprovement:
         """The highest stage trained by the finished rounds (eval.json `stage`; runs without it: +1 per round)."""
         if start == 0:
             return 0
-        record = json.loads((round_dir(self.out, start - 1) / "eval.json").read_text())
+        record = read_record(self.out, start - 1)
         return int(record.get("stage", start - 1))
 
     # -- the steps -----------------------------------------------------------------------------
@@ -220,65 +221,51 @@ class SelfImprovement:
             problems += sample_problems(task, r.labels_per_round, lambda: task.sample(level, rng), self.held_out)
         prompts = [task.prompt(p) for p in problems]
         bounds = [task.max_answer_len(q) for q in prompts]
-        models = [model, *self.lineages[1:]]
-        # With several processes each labels its share of the prompts (per level) and every process gets
-        # all the labels, in order (si_hf.distributed.map_split).
         groups = [task.level_name(p.level) for p in problems]
-        quiet = r.disable_tqdm or not self.state.is_local_main_process
-        label_sets = [
-            map_split(lambda share, m=m, i=i: greedy_label(
-                m, self.tokenizer, [prompts[j] for j in share], [bounds[j] for j in share],
-                batch_size=r.label_batch_size, backend=r.labeler,
-                desc=f"labeling level {names}" + (f" (seed {r.seed + i})" if len(models) > 1 else ""),
-                disable_tqdm=quiet), range(len(prompts)), groups)
-            for i, m in enumerate(models)
-        ]
+        with self.timed("label"):
+            label_sets = [self._label(m, prompts, bounds, groups, names, i)
+                          for i, m in enumerate([model, *self.lineages[1:]])]
         kill_point("label", k)  # a test hook (si_hf.killpoints); nothing unless a test sets it
-        labels, keep, filter_stats, masks = select_labels(task, label_sets, r.filters,
-                                                          score=lambda labels: self.score(model, labels, groups))
-        answers = [task.answer(p) for p in problems]
-        correct = [lab.completion == a for lab, a in zip(labels, answers)]
-        # Analysis only (no filter reads it): how many of what each step kept are right.
-        for step, mask in zip(filter_stats, masks):
-            kept_correct = [c for c, m in zip(correct, mask) if m]
-            step["label_accuracy"] = sum(kept_correct) / len(kept_correct) if kept_correct else None
-        if len(label_sets) > 1:
-            filter_stats[0]["seed_label_accuracy"] = [
-                sum(lab.completion == a for lab, a in zip(ls, answers)) / len(ls) for ls in label_sets]
+        with self.timed("filter"):
+            labels, keep, filter_stats, masks = select_labels(task, label_sets, r.filters,
+                                                              score=lambda labels: self.score(model, labels, groups))
         rows = [i for i, kept in enumerate(keep) if kept]
-        completions = [labels[i].completion for i in rows]
-        corruption = None
-        if r.corrupt_round == k:
-            before = sum(correct[i] for i in rows)
-            completions, chosen = corrupt_completions(completions, r.corrupt_fraction, r.corrupt_mode,
-                                                      seeded_rng(r.seed, "corrupt", task.name, k))
-            corruption = {
-                "mode": r.corrupt_mode, "fraction": r.corrupt_fraction, "corrupted": len(chosen),
-                "changed": sum(completions[j] != labels[rows[j]].completion for j in chosen),
-                "label_accuracy_kept_before": before / len(rows) if rows else None,
-            }
-        kept_correct = [completions[j] == answers[i] for j, i in enumerate(rows)]
+        completions, corruption = self.corrupted([labels[i].completion for i in rows], k)
+        answers = [task.answer(p) for p in problems]
+        stats = {"level": names, "labeled": len(labels), "kept": len(rows),
+                 **label_accuracy(labels, answers, rows, completions, label_sets, filter_stats, masks)}
+        if corruption is not None:
+            before = [labels[i].completion == answers[i] for i in rows]
+            corruption["label_accuracy_kept_before"] = sum(before) / len(rows) if rows else None
+            stats["corruption"] = corruption
         data = Dataset.from_dict(
-            {
-                "prompt": [prompts[i] for i in rows],
-                "completion": completions,
-                "level": level_values([problems[i] for i in rows]),
-                "round": [k] * len(rows),
-                "correct": kept_correct,
-            },
+            {"prompt": [prompts[i] for i in rows], "completion": completions,
+             "level": level_values([problems[i] for i in rows]), "round": [k] * len(rows),
+             "correct": [c == answers[i] for c, i in zip(completions, rows)]},
             features=round_features(task),
         )
-        stats = {
-            "level": names,
-            "labeled": len(labels),
-            "kept": len(rows),
-            "label_accuracy_all": sum(correct) / len(correct),
-            "label_accuracy_kept": (sum(kept_correct) / len(rows)) if rows else None,
-            "filters": filter_stats,
-        }
-        if corruption is not None:
-            stats["corruption"] = corruption
         return data, stats
+
+    def corrupted(self, completions: list[str], k: int) -> tuple[list[str], dict | None]:
+        """The kept labels, a share of them corrupted on purpose when the recipe asks it of round k."""
+        r = self.recipe
+        if r.corrupt_round != k:
+            return completions, None
+        changed, chosen = corrupt_completions(completions, r.corrupt_fraction, r.corrupt_mode,
+                                              seeded_rng(r.seed, "corrupt", self.task.name, k))
+        return changed, {"mode": r.corrupt_mode, "fraction": r.corrupt_fraction, "corrupted": len(chosen),
+                         "changed": sum(changed[j] != completions[j] for j in chosen)}
+
+    def _label(self, model, prompts: list, bounds: list, groups: list, names: str, lineage: int) -> list:
+        """One lineage's greedy labels. With several processes each labels its share of the prompts (per
+        level) and every process gets all the labels, in order (si_hf.distributed.map_split)."""
+        r = self.recipe
+        desc = f"labeling level {names}" + (f" (seed {r.seed + lineage})" if len(self.lineages) > 1 else "")
+        quiet = r.disable_tqdm or not self.state.is_local_main_process
+        return map_split(lambda share: greedy_label(
+            model, self.tokenizer, [prompts[j] for j in share], [bounds[j] for j in share],
+            batch_size=r.label_batch_size, backend=r.labeler, desc=desc, disable_tqdm=quiet),
+            range(len(prompts)), groups)
 
     def score(self, model, labels: list, groups: list) -> list:
         """What the recipe's filters read beyond the labels, from the first model (split across processes
@@ -349,81 +336,102 @@ class SelfImprovement:
         return trainer, result._replace(training_loss=mean_over_processes(result.training_loss)), model
 
     def run_round(self, model, k: int):
-        r = self.recipe
+        """One round of the method: the data (ground truth in round 0, then self-labeled and filtered), the
+        training of every lineage, the evaluation, the record; then the round is saved and published."""
         start = time.time()
-        probe = None
+        self.timed = PhaseTimes()
+        data, record = self.round_data(model, k)
+        record = {"round": k, **record}
+        with self.timed("train"):
+            trainer, model, train = self.train_lineages(model, k, data)
+        with self.timed("evaluate"):
+            record.update(self.evaluate(model, k))
+        record.update(train, stage=record.pop("stage"), wall_seconds=round(time.time() - start, 1))
+        record["stopped"] = stop_decision(self.summary + [record], self.recipe.stop_patience,
+                                          self.recipe.collapse_floor)
+        trainer.log(self.trainer_metrics(record))
+        self.finish_round(model, k, data, record)
+        return model
+
+    def round_data(self, model, k: int) -> tuple[Dataset, dict]:
+        """Round k's training rows and the start of its record (levels, labels, stage, probe)."""
+        r = self.recipe
         if k == 0:
-            data, label_stats = self.base_data(), None
-            trained = f"{r.base_min_level}-{r.base_max_level}"
-            stage = 0
-        else:
+            return self.base_data(), {"levels_trained": f"{r.base_min_level}-{r.base_max_level}", "labels": None,
+                                      "stage": 0}
+        with self.timed("probe"):
             stages, probe = self.next_stages(model, k)
-            levels = [level for s in stages for level in self.task.round_levels(r.base_max_level, s)]
-            data, label_stats = self.self_labeled_data(model, k, levels)
-            trained = str(label_stats["level"])
-            stage = stages[-1]
-            if "corruption" in label_stats:
-                c = label_stats["corruption"]
-                self.log(f"[round {k}/{r.num_rounds}] corrupted {c['corrupted']}/{label_stats['kept']} kept labels "
-                         f"({c['mode']}, fraction {c['fraction']})")
-        trainer, train_result, model = self.train(model, k, data)
+        levels = [level for s in stages for level in self.task.round_levels(r.base_max_level, s)]
+        data, label_stats = self.self_labeled_data(model, k, levels)
+        if "corruption" in label_stats:
+            c = label_stats["corruption"]
+            self.log(f"[round {k}/{r.num_rounds}] corrupted {c['corrupted']}/{label_stats['kept']} kept labels "
+                     f"({c['mode']}, fraction {c['fraction']})")
+        record = {"levels_trained": str(label_stats["level"]), "labels": label_stats,
+                  "stage": stages[-1]}  # the highest stage trained so far (si_hf.schedule)
+        return data, record | ({"probe": probe} if probe is not None else {})
+
+    def train_lineages(self, model, k: int, data: Dataset):
+        """Trains every lineage on round k's rows; returns the first's Trainer and model and what the
+        record keeps of the training."""
+        trainer, result, model = self.train(model, k, data)
         self.lineages[0] = model
         seed_losses = []
         for i, m in enumerate(self.lineages[1:], 1):
             _, seed_result, self.lineages[i] = self.train(m, k, data, lineage=i)
             seed_losses.append(seed_result.training_loss)
+        record = {"train_loss": result.training_loss, "train_steps": result.global_step}
+        return trainer, model, record | ({"seed_train_loss": seed_losses} if seed_losses else {})  # lineages 1..
+
+    def evaluate(self, model, k: int) -> dict:
+        """Round k's held-out evaluation (the full sets in the last round): accuracy by level, frontier."""
+        r, task = self.recipe, self.task
         size = r.eval_size if (k == r.num_rounds or r.round_eval_size is None) else r.round_eval_size
         eval_sets = {level: problems[:size] for level, problems in self.eval_sets.items()}
-        ev = evaluate_levels(model, self.tokenizer, self.task, eval_sets, r.label_batch_size, r.labeler,
-                             r.disable_tqdm)
-        front = self.task.frontier(ev["by_level"], r.frontier_threshold, ev["count_by_level"])
-        seed_evals = [evaluate_levels(m, self.tokenizer, self.task, eval_sets, r.label_batch_size, r.labeler,
-                                      r.disable_tqdm) for m in (self.lineages[1:] if r.eval_all_seeds else [])]
-        wall = time.time() - start
+
+        def run(m):
+            return evaluate_levels(m, self.tokenizer, task, eval_sets, r.label_batch_size, r.labeler, r.disable_tqdm)
+
+        def frontier(e):
+            return task.frontier(e["by_level"], r.frontier_threshold, e["count_by_level"])
+
+        ev = run(model)
         record = {
-            "round": k,
-            "levels_trained": trained,
-            "frontier": front,
-            "exact_match": ev["exact_match"],
-            "accuracy_by_level": {self.task.level_name(lvl): acc for lvl, acc in ev["by_level"].items()},
-            "eval_size_by_level": {self.task.level_name(lvl): n for lvl, n in ev["count_by_level"].items()},
-            "labels": label_stats,
-            "train_loss": train_result.training_loss,
-            "train_steps": train_result.global_step,
-            "stage": stage,  # the highest stage trained so far (si_hf.schedule)
-            "wall_seconds": round(wall, 1),
+            "frontier": frontier(ev), "exact_match": ev["exact_match"],
+            "accuracy_by_level": {task.level_name(lvl): acc for lvl, acc in ev["by_level"].items()},
+            "eval_size_by_level": {task.level_name(lvl): n for lvl, n in ev["count_by_level"].items()},
         }
-        if probe is not None:
-            record["probe"] = probe
-        if seed_losses:
-            record["seed_train_loss"] = seed_losses  # lineages 1..K-1
+        seed_evals = [run(m) for m in (self.lineages[1:] if r.eval_all_seeds else [])]
         if seed_evals:
             record["seed_accuracy_by_level"] = [
-                {self.task.level_name(lvl): acc for lvl, acc in e["by_level"].items()} for e in seed_evals]
-            record["seed_frontier"] = [self.task.frontier(e["by_level"], r.frontier_threshold, e["count_by_level"])
-                                     for e in seed_evals]
-        record["stopped"] = stop_decision(self.summary + [record], r.stop_patience, r.collapse_floor)
-        trainer.log(
-            {
-                "round": k,
-                "frontier": front,
-                **{f"accuracy_level_{self.task.level_name(lvl)}": acc for lvl, acc in ev["by_level"].items()},
-                **({"label_accuracy_kept": label_stats["label_accuracy_kept"] or 0.0,
-                    "kept_fraction": label_stats["kept"] / label_stats["labeled"]} if label_stats else {}),
-            }
-        )
+                {task.level_name(lvl): acc for lvl, acc in e["by_level"].items()} for e in seed_evals]
+            record["seed_frontier"] = [frontier(e) for e in seed_evals]
+        return record
+
+    @staticmethod
+    def trainer_metrics(record: dict) -> dict:
+        """What the round adds to the Trainer's log (tensorboard): frontier, accuracies, label quality."""
+        labels = record["labels"]
+        return {
+            "round": record["round"], "frontier": record["frontier"],
+            **{f"accuracy_level_{lvl}": acc for lvl, acc in record["accuracy_by_level"].items()},
+            **({"label_accuracy_kept": labels["label_accuracy_kept"] or 0.0,
+                "kept_fraction": labels["kept"] / labels["labeled"]} if labels else {}),
+        }
+
+    def finish_round(self, model, k: int, data: Dataset, record: dict):
+        """Saves round k, adds it to the run (mixture, summary, progress) and publishes it."""
         self.save_round(model, k, data, record)
         kill_point("saved", k)  # a test hook (si_hf.killpoints)
-        self.stage = stage
+        self.stage = record["stage"]
         self.rounds_data.append(data)
         self.summary.append(record)
         self.write_summary()
         self.log(self.progress_line(record))
         if record["stopped"]:
             stopped = record["stopped"]
-            self.log(f"[round {k}/{r.num_rounds}] stopping ({stopped['rule']}): {stopped['reason']}")
+            self.log(f"[round {k}/{self.recipe.num_rounds}] stopping ({stopped['rule']}): {stopped['reason']}")
         self.publish(k)
-        return model
 
     def publish(self, k: int):
         """Pushes round k (its directory is complete) when the recipe asks for it."""
@@ -432,28 +440,38 @@ class SelfImprovement:
         self.state.wait_for_everyone()
 
     def save_round(self, model, k: int, data: Dataset, record: dict):
+        """Writes round k's directory (the main process); its record holds the time of every phase,
+        the save's included (all of it but the record file itself)."""
+        record["phase_seconds"] = self.timed.record()  # what the other processes record
         if self.state.is_main_process:
             # Written into .round-<k>.tmp; the manifest last, then renamed to round-<k> (si_hf.manifest). On an
             # error (a full disk included) the temporary directory is removed and no round-<k> appears.
-            parent = parent_of(self.out, k) or (f"round-{k - 1}" if k else None)
+            parent = parent_of(self.out, k) or (round_name(k - 1) if k else None)
             with staged_round(self.out, k, self.recipe.to_dict(), parent) as tmp:
-                model.save_pretrained(tmp / "model")
-                self.tokenizer.save_pretrained(tmp / "model")
-                for i, extra in enumerate(self.lineages[1:], 1):  # the other seed lineages
-                    extra.save_pretrained(tmp / "models" / f"seed-{i}")
-                    self.tokenizer.save_pretrained(tmp / "models" / f"seed-{i}")
-                kill_point("save", k)  # a test hook (si_hf.killpoints)
-                data.save_to_disk(str(tmp / "data"), num_shards=1)  # one shard even when no label was kept
-                (tmp / "eval.json").write_text(json.dumps(record, indent=2))
-                repos = {"model_repo": self.hub.model_repo, "data_repo": self.hub.data_repo} if self.hub else {}
-                write_model_card(tmp / "model", self.recipe.to_dict(), self.summary + [record], k,
-                                 parent=parent_of(self.out, k), shown_dir=round_dir(self.out, k) / "model", **repos)
+                with self.timed("save"):
+                    self._write_round(tmp, model, k, data, record)
+                record["phase_seconds"] = self.timed.record()
+                write_record(tmp, record)
         self.state.wait_for_everyone()
+
+    def _write_round(self, tmp, model, k: int, data: Dataset, record: dict):
+        model.save_pretrained(tmp / "model")
+        self.tokenizer.save_pretrained(tmp / "model")
+        for i, extra in enumerate(self.lineages[1:], 1):  # the other seed lineages
+            extra.save_pretrained(tmp / "models" / f"seed-{i}")
+            self.tokenizer.save_pretrained(tmp / "models" / f"seed-{i}")
+        kill_point("save", k)  # a test hook (si_hf.killpoints)
+        data.save_to_disk(str(tmp / "data"), num_shards=1)  # one shard even when no label was kept
+        repos = {"model_repo": self.hub.model_repo, "data_repo": self.hub.data_repo} if self.hub else {}
+        write_model_card(tmp / "model", self.recipe.to_dict(), self.summary + [record], k,
+                         parent=parent_of(self.out, k), shown_dir=round_dir(self.out, k) / "model", **repos)
 
     # -- reporting -----------------------------------------------------------------------------
     def progress_line(self, rec: dict) -> str:
         R = self.recipe.num_rounds
         acc = rec["accuracy_by_level"]
+        phases = phases_text(rec.get("phase_seconds") or {})
+        time_part = f"{rec['wall_seconds']:.0f}s" + (f" ({phases})" if phases else "")
         if rec["labels"]:
             lab = rec["labels"]
             lvl = lab["level"].split("&")[0]
@@ -462,17 +480,14 @@ class SelfImprovement:
                           else f"kept 0/{lab['labeled']}")
             return (f"[round {rec['round']}/{R}] level {lvl} | {label_part} | "
                     f"acc@{lvl} {acc.get(lvl, float('nan')):.3f}"
-                    f" | frontier {rec['frontier']} | {rec['wall_seconds']:.0f}s")
+                    f" | frontier {rec['frontier']} | {time_part}")
         return (f"[round 0/{R}] base levels {rec['levels_trained']} | frontier {rec['frontier']} | "
-                f"exact match {rec['exact_match']:.3f} | {rec['wall_seconds']:.0f}s")
+                f"exact match {rec['exact_match']:.3f} | {time_part}")
 
     def write_summary(self):
         if not self.state.is_main_process:
             return
-        with open(self.out / "summary.jsonl.tmp", "w") as fh:  # replaced whole: a kill never leaves half a line
-            for rec in self.summary:
-                fh.write(json.dumps(rec) + "\n")
-        os.replace(self.out / "summary.jsonl.tmp", self.out / "summary.jsonl")
+        write_summary(self.out, self.summary)
         (self.out / "summary.md").write_text(summary_table(self.summary))
         (self.out / "summary.png").write_bytes(plot_summary(self.summary))
 
@@ -510,60 +525,3 @@ class SelfImprovement:
             if self.summary[-1].get("stopped"):
                 break
         return self.summary
-
-
-def summary_table(summary: list[dict]) -> str:
-    """Markdown table: one row per round, one accuracy column per evaluated level."""
-    levels = list(dict.fromkeys(lvl for rec in summary for lvl in rec["accuracy_by_level"]))  # eval order
-    head = ["round", "trained", "frontier", *[f"@{lvl}" for lvl in levels], "label acc", "kept/labeled", "wall s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for rec in summary:
-        lab = rec["labels"]
-        accs = [f"{rec['accuracy_by_level'][lvl]:.3f}" if lvl in rec["accuracy_by_level"] else ""
-                for lvl in levels]
-        label_acc = "" if not lab or lab["label_accuracy_kept"] is None else f"{lab['label_accuracy_kept']:.3f}"
-        kept = "" if not lab else f"{lab['kept']}/{lab['labeled']}"
-        row = [str(rec["round"]), rec["levels_trained"], str(rec["frontier"]), *accs, label_acc, kept,
-               f"{rec['wall_seconds']:.0f}"]
-        lines.append("| " + " | ".join(row) + " |")
-    notes = []
-    for rec in summary:
-        corruption = (rec.get("labels") or {}).get("corruption")
-        if corruption:
-            notes.append(f"Round {rec['round']}: {corruption['corrupted']} kept labels corrupted on purpose "
-                         f"({corruption['mode']}, fraction {corruption['fraction']}).")
-    if summary and summary[-1].get("stopped"):
-        stopped = summary[-1]["stopped"]
-        notes.append(f"Stopped after round {stopped['round']} ({stopped['rule']}): {stopped['reason']}.")
-    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
-
-
-def plot_summary(summary: list[dict]) -> bytes:
-    """PNG: the frontier and the label accuracy (kept labels) per round; corrupted rounds marked."""
-    from matplotlib.figure import Figure  # a bare Figure renders with Agg, no display needed
-
-    fig = Figure(figsize=(7, 4), dpi=100)
-    ax = fig.add_subplot()
-    rounds = [rec["round"] for rec in summary]
-    ax.plot(rounds, [rec["frontier"] for rec in summary], marker="o", color="tab:blue", label="frontier")
-    ax.set_xlabel("round")
-    ax.set_ylabel("frontier", color="tab:blue")
-    ax.grid(alpha=0.3)
-    acc = ax.twinx()
-    points = [(rec["round"], rec["labels"]["label_accuracy_kept"]) for rec in summary
-              if rec.get("labels") and rec["labels"].get("label_accuracy_kept") is not None]
-    if points:
-        acc.plot(*zip(*points), marker="s", color="tab:orange", label="label accuracy (kept)")
-    acc.set_ylim(-0.02, 1.02)
-    acc.set_ylabel("label accuracy (kept labels)", color="tab:orange")
-    for rec in summary:
-        if (rec.get("labels") or {}).get("corruption"):
-            ax.axvline(rec["round"], color="tab:red", linestyle="--", alpha=0.6)
-    title = "frontier and label accuracy by round"
-    if summary and summary[-1].get("stopped"):
-        title += f" (stopped: {summary[-1]['stopped']['rule']})"
-    ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()

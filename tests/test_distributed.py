@@ -15,7 +15,7 @@ import pytest
 
 from si_hf.config import RecipeError
 from si_hf.distributed import map_split, mean_over_processes, per_device_batch_size, process_state
-from si_hf.rounds import finished_rounds
+from si_hf.manifest import finished_rounds
 
 pytestmark = pytest.mark.slow
 

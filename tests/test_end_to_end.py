@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from si_hf import SIForCausalLM
 from si_hf.data import eval_problems
 from si_hf.evaluation import frontier
+from si_hf.records import read_record, without_timing
 from si_hf.tasks import get_task
 
 pytestmark = pytest.mark.slow
@@ -45,9 +46,7 @@ def _run(main, argv):
 def _eval_records(out: Path, rounds) -> list[dict]:
     records = []
     for k in rounds:
-        rec = json.loads((out / f"round-{k}" / "eval.json").read_text())
-        rec.pop("wall_seconds")
-        records.append(rec)
+        records.append(without_timing(read_record(out, k)))
     return records
 
 
@@ -124,6 +123,20 @@ def test_rounds_on_disk(micro_run):
     md = micro_run.summary_md1.strip().splitlines()
     assert len(md) == 2 + 3  # header, separator, one row per round
     assert md[0].startswith("| round |") and "@6" in md[0]
+
+
+def test_each_phase_of_a_round_is_timed(micro_run):
+    """eval.json and the summary hold the wall seconds of each phase; the progress line shows them."""
+    summary = [json.loads(line) for line in micro_run.summary1.splitlines()]
+    for rec in summary:
+        phases = rec["phase_seconds"]
+        expected = ["train", "evaluate", "save"] if rec["round"] == 0 else [
+            "probe", "label", "filter", "train", "evaluate", "save"]
+        assert list(phases) == expected
+        assert all(s >= 0 for s in phases.values()) and phases["train"] > 0
+        assert phases == read_record(micro_run.out, rec["round"])["phase_seconds"]
+    line = next(line for line in micro_run.log1.splitlines() if line.startswith("[round 1/2]"))
+    assert f"train {summary[1]['phase_seconds']['train']:.0f}s" in line and "label " in line and "save " in line
 
 
 def test_rerun_finishes_immediately(micro_run):

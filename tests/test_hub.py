@@ -20,8 +20,9 @@ from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file
 
 from conftest import LOCAL_HUB_TOKEN
-from si_hf import hub
+from si_hf import cards, hub, records
 from si_hf.config import RecipeError, parse_recipe
+from si_hf.records import without_timing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPO = "si-tests/copy-rounds"
@@ -56,7 +57,7 @@ def files_under(path: Path) -> dict:
 
 
 def without_wall_time(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "wall_seconds"}
+    return without_timing(record)
 
 
 # -- the scenario, run once for the module ----------------------------------------------------------
@@ -323,10 +324,10 @@ def test_a_run_continues_from_a_hub_round(local_hub, published, write_recipe):
 
 # -- pieces ----------------------------------------------------------------------------------------
 def test_init_from_and_push_settings_are_checked(tmp_path, write_recipe):
-    assert hub.parse_init_from("me/copy-tiny@round-3") == ("me/copy-tiny", 3)
+    assert records.parse_init_from("me/copy-tiny@round-3") == ("me/copy-tiny", 3)
     for bad in ("me/copy-tiny", "me/copy-tiny@3", "me/copy-tiny@round-x", "@round-1"):
         with pytest.raises(ValueError):
-            hub.parse_init_from(bad)
+            records.parse_init_from(bad)
     argv = write_recipe(tmp_path, name="r")
     with pytest.raises(RecipeError, match="init_from"):
         parse_recipe(argv + ["--init_from", "me/copy-tiny"])
@@ -345,7 +346,7 @@ def test_local_card_has_the_table_the_plot_and_local_load_lines(tmp_path, make_m
                 {"level": 5, "labeled": 10, "kept": 8, "label_accuracy_kept": 0.875}, "wall_seconds": 1.0}
                for k in range(2)]
     recipe = parse_recipe(["--task", "copy"]).to_dict()
-    hub.write_model_card(model_dir, recipe, records, 1)
+    cards.write_model_card(model_dir, recipe, records, 1)
     card = ModelCard.load(model_dir / "README.md")
     assert card.data.library_name == "transformers" and card.data.datasets is None
     assert {r.dataset_config: r.metric_value for r in card.data.eval_results} == {"level_1": 1.0, "level_5": 0.5}
@@ -354,8 +355,8 @@ def test_local_card_has_the_table_the_plot_and_local_load_lines(tmp_path, make_m
     assert f'from_pretrained("{model_dir}", trust_remote_code=True)' in card.text
     assert f'load_from_disk("{model_dir.parent / "data"}")' in card.text
     assert "output_dir" not in card.text.split("## Recipe")[1]  # a path of this machine stays here
-    assert (model_dir / hub.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
-    assert hub.plot_accuracy(records) == (model_dir / hub.PLOT_FILE).read_bytes()  # same rounds, same bytes
+    assert (model_dir / cards.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
+    assert cards.plot_accuracy(records) == (model_dir / cards.PLOT_FILE).read_bytes()  # same rounds, same bytes
 
 
 # -- the real Hub ----------------------------------------------------------------------------------

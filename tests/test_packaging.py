@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from si_hf.hub import render_dataset_card, render_model_card
+from si_hf.cards import render_dataset_card, render_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ RENDER = textwrap.dedent("""
     from pathlib import Path
 
     import si_hf
-    from si_hf.hub import render_dataset_card, render_model_card
+    from si_hf.cards import render_dataset_card, render_model_card
 
     site, model_dir = Path(sys.argv[1]), Path(sys.argv[2])
     assert Path(si_hf.__file__).resolve().is_relative_to(site.resolve()), si_hf.__file__

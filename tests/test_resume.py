@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from si_hf.errors import RoundError
 from si_hf.killpoints import ENV as KILL_ENV
-from si_hf.manifest import MANIFEST, RoundError, read_manifest, sha256_file, verify_round, write_manifest
-from si_hf.rounds import finished_rounds
+from si_hf.manifest import MANIFEST, finished_rounds, read_manifest, sha256_file, verify_round, write_manifest
+from si_hf.records import read_record, read_summary, without_timing
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +77,8 @@ def _fingerprint(out: Path, rounds=range(3)) -> dict:
         d = out / f"round-{k}"
         for path in sorted((d / "data").glob("*.arrow")) + [d / "model" / "model.safetensors"]:
             fp[str(path.relative_to(out))] = sha256_file(path)
-        record = json.loads((d / "eval.json").read_text())
-        record.pop("wall_seconds")
-        fp[f"round-{k}/eval.json"] = record
-    fp["summary.jsonl"] = [{k: v for k, v in json.loads(line).items() if k != "wall_seconds"}
-                           for line in (out / "summary.jsonl").read_text().splitlines()]
+        fp[f"round-{k}/eval.json"] = without_timing(read_record(out, k))
+    fp["summary.jsonl"] = [without_timing(rec) for rec in read_summary(out)]
     return fp
 
 
