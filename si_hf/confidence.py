@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import torch
 
-from .filters import Label
+from .labeling import Label
 
 
 @torch.inference_mode()

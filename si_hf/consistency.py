@@ -8,8 +8,7 @@ read; never a true answer.
 
 import dataclasses
 
-from .filters import Label
-from .labeling import greedy_label
+from .labeling import Label, greedy_label
 from .tasks import Task
 
 

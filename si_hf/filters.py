@@ -15,25 +15,11 @@ import difflib
 import inspect
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 
 import yaml
 
+from .labeling import Label
 from .tasks import Task
-
-
-@dataclass(frozen=True)
-class Label:
-    prompt: str
-    completion: str
-    finished: bool  # the model emitted EOS within the prompt's length bound
-    # The labeling model's lowest probability of any token it chose (answer and EOS); filled by
-    # `si_hf.confidence.score_labels` when a recipe filters on it.
-    confidence: float | None = None
-    # The answer the same model's answers to shorter pieces of the prompt imply (`Task.pieces`,
-    # `Task.compose`); "" when the prompt has no cut or a piece's answer did not fit; filled by
-    # `si_hf.consistency.compose_labels` when a recipe filters on it.
-    composed: str | None = None
 
 
 def length_filter(task: Task, labels: list[Label]) -> list[bool]:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from si_hf.confidence import score_labels
-from si_hf.filters import Label, apply_filters, confidence_filter
-from si_hf.labeling import greedy_label
+from si_hf.filters import apply_filters, confidence_filter
+from si_hf.labeling import Label, greedy_label
 from si_hf.tasks import get_task
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from si_hf.config import RecipeError, parse_recipe
 from si_hf.consistency import compose_labels
-from si_hf.filters import Label, apply_filters, parse_filter_spec, pieces_filter
+from si_hf.filters import apply_filters, parse_filter_spec, pieces_filter
+from si_hf.labeling import Label
 from si_hf.tasks import get_task
 from si_hf.tasks.base import cut_points
 

@@ -6,9 +6,8 @@ import random
 import pytest
 import torch
 
-from si_hf import labeling
-from si_hf.filters import Label
-from si_hf.labeling import greedy_label
+from si_hf.labeling import Label, greedy_label
+from si_hf.modeling import decoding
 from si_hf.tasks import get_task
 
 
@@ -180,13 +179,13 @@ def test_finished_rows_leave_the_batch_and_labels_stay_equal(make_model, tokeniz
     model = _eos_prone(make_model(initializer_range=0.2), tokenizer, scale=4.0)
     prompts, bounds = _prompts_and_bounds("copy", [12], 64)
     kept = []
-    original = labeling.PreallocatedKVCache.keep_rows
+    original = decoding.PreallocatedKVCache.keep_rows
 
     def spy(self, rows):
         kept.append(len(rows))
         return original(self, rows)
 
-    monkeypatch.setattr(labeling.PreallocatedKVCache, "keep_rows", spy)
+    monkeypatch.setattr(decoding.PreallocatedKVCache, "keep_rows", spy)
     fast, ref = _both(model, tokenizer, prompts, bounds, batch_size=64)
     assert fast == ref
     assert kept and min(kept) < 64  # finished rows really were dropped mid-decoding
@@ -197,7 +196,7 @@ def test_prefill_in_chunks_equals_one_pass(make_model, tokenizer, monkeypatch):
     model = _eos_prone(make_model(initializer_range=0.2, position_encoding="rope"), tokenizer)
     prompts, bounds = _prompts_and_bounds("reverse_addition", [3, 5], 50)
     whole = greedy_label(model, tokenizer, prompts, bounds, batch_size=64, disable_tqdm=True)
-    monkeypatch.setattr(labeling, "PREFILL_TOKENS", 20)  # a few rows per prefill pass
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", 20)  # a few rows per prefill pass
     chunked = greedy_label(model, tokenizer, prompts, bounds, batch_size=64, disable_tqdm=True)
     assert chunked == whole
     assert chunked == greedy_label(model, tokenizer, prompts, bounds, batch_size=64, backend="generate",
@@ -237,8 +236,8 @@ def test_decode_step_matches_the_model_forward(make_model):
         ids = torch.randint(4, 20, (5, 9))
         with torch.inference_mode():
             full = model(input_ids=ids, use_cache=False).logits[:, -1]
-            cache = labeling.PreallocatedKVCache.empty(model.config, 5, 12, torch.float32, "cpu")
+            cache = decoding.PreallocatedKVCache.empty(model.config, 5, 12, torch.float32, "cpu")
             model(input_ids=ids[:, :-1], cache=cache, use_cache=True)
-            step = labeling._SIDecodeStep(model)(ids[:, -1], cache)
+            step = decoding.SIDecodeStep(model)(ids[:, -1], cache)
         torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
         assert cache.length == 9

@@ -16,8 +16,8 @@ from si_hf import SIForCausalLM
 from si_hf.cards import plot_summary, summary_table
 from si_hf.config import Recipe, RecipeError, parse_recipe
 from si_hf.corruption import corrupt_completion, corrupt_completions
-from si_hf.filters import Label, select_labels
-from si_hf.labeling import greedy_label
+from si_hf.filters import select_labels
+from si_hf.labeling import Label, greedy_label
 from si_hf.rounds import check_output_dir
 from si_hf.schedule import accelerated_stages, level_rank, stop_decision
 from si_hf.tasks import get_task

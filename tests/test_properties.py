@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from si_hf.config import FIELDS, Recipe, RecipeError, parse_recipe
-from si_hf.filters import Label, apply_filters, length_filter, majority_vote
+from si_hf.filters import apply_filters, length_filter, majority_vote
+from si_hf.labeling import Label
 from si_hf.tasks import TASKS, get_task
 from si_hf.tokenization import DEFAULT_ALPHABET, task_tokenizer
 
