@@ -215,10 +215,7 @@ class SelfImprovement:
         r, task = self.recipe, self.task
         levels = task.round_levels(r.base_max_level, k) if levels is None else levels
         names = "&".join(task.level_name(level) for level in levels)
-        rng = seeded_rng(r.seed, "label", task.name, k)
-        problems = []
-        for level in levels:  # labels_per_round problems at each new level
-            problems += sample_problems(task, r.labels_per_round, lambda: task.sample(level, rng), self.held_out)
+        problems = self.fresh_problems(k, levels)
         prompts = [task.prompt(p) for p in problems]
         bounds = [task.max_answer_len(q) for q in prompts]
         groups = [task.level_name(p.level) for p in problems]
@@ -245,6 +242,15 @@ class SelfImprovement:
             features=round_features(task),
         )
         return data, stats
+
+    def fresh_problems(self, k: int, levels: list) -> list:
+        """labels_per_round problems at each of round k's levels, none of them held out."""
+        r, task = self.recipe, self.task
+        rng = seeded_rng(r.seed, "label", task.name, k)
+        problems = []
+        for level in levels:
+            problems += sample_problems(task, r.labels_per_round, lambda: task.sample(level, rng), self.held_out)
+        return problems
 
     def corrupted(self, completions: list[str], k: int) -> tuple[list[str], dict | None]:
         """The kept labels, a share of them corrupted on purpose when the recipe asks it of round k."""
