@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import si_hf  # noqa: F401  (registers the Auto classes)
 from si_hf.data import eval_problems
 from si_hf.evaluation import evaluate_levels, load_metric
+from si_hf.records import RECORD_FILE
 from si_hf.tasks import get_task
 
 
@@ -71,7 +72,7 @@ def fetch(model: str, revision: str | None) -> tuple[Path, str | None]:
 
 def recorded_eval(path: Path) -> dict | None:
     """The eval.json recorded when the round was trained: in a Hub snapshot, or beside a local model/."""
-    for candidate in (path / "eval.json", path.parent / "eval.json"):
+    for candidate in (path / RECORD_FILE, path.parent / RECORD_FILE):
         if candidate.is_file():
             return json.loads(candidate.read_text())
     return None

@@ -20,6 +20,14 @@ TEMPLATES = "si_hf.model_cards"
 LOCAL_FIELDS = ("output_dir", "overwrite_output_dir", "num_threads")
 
 
+def png_bytes(fig) -> bytes:
+    """A matplotlib Figure as PNG bytes (the cards' plots, the summary's and the seeds')."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp: same rounds -> same bytes
+    return buf.getvalue()
+
+
 def published_recipe(recipe: dict) -> str:
     return yaml.safe_dump({k: v for k, v in recipe.items() if k not in LOCAL_FIELDS}, sort_keys=False)
 
@@ -44,10 +52,7 @@ def plot_accuracy(summary: list[dict]) -> bytes:
     ax.grid(alpha=0.3)
     ax.set_title(f"accuracy by level, rounds {summary[0]['round']}-{summary[-1]['round']}")
     ax.legend(fontsize="small", ncol=max(1, (len(summary) + 11) // 12), loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})  # same rounds -> same bytes
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def card_template(name: str) -> str:
@@ -99,14 +104,14 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
                    metric_name=f"exact match, level {lvl}", metric_value=acc)
         for lvl, acc in record["accuracy_by_level"].items()
     ]
-    name = model_repo or f"{task}-round-{k}"
+    name = model_repo or f"{task}-{round_name(k)}"
     card_data = ModelCardData(
         model_name=name, library_name="transformers", pipeline_tag="text-generation",
         tags=["si-hf", "self-improvement", "length-generalization", "easy-to-hard", task, rev],
         datasets=[data_repo] if data_repo else None, eval_results=eval_results,
     )
     if parent is None and k > 0:
-        parent = f"{model_repo}@round-{k - 1}" if model_repo else f"round-{k - 1} (this run)"
+        parent = f"{model_repo}@{round_name(k - 1)}" if model_repo else f"{round_name(k - 1)} (this run)"
     pretrained = recipe.get("model_name_or_path")
     if parent is None:
         parent_text = (f"none: round 0 fine-tunes `{pretrained}` on ground truth" if pretrained
@@ -243,7 +248,4 @@ def plot_summary(summary: list[dict]) -> bytes:
     if summary and summary[-1].get("stopped"):
         title += f" (stopped: {summary[-1]['stopped']['rule']})"
     ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)

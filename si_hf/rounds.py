@@ -87,9 +87,9 @@ def check_output_dir(recipe: Recipe):
     )
 
 
-def label_accuracy(labels, answers, rows, completions, label_sets, filter_stats, masks) -> dict:
+def label_accuracy(labels, answers, label_sets, filter_stats, masks, kept_correct: list[bool]) -> dict:
     """Analysis only (no filter reads it): how many labels are right, in all, after each filter step
-    (written into `filter_stats`), per lineage, and among the rows trained on (`completions`)."""
+    (written into `filter_stats`), per lineage, and among the rows trained on (`kept_correct`)."""
     correct = [lab.completion == a for lab, a in zip(labels, answers)]
     for step, mask in zip(filter_stats, masks):
         kept_correct = [c for c, m in zip(correct, mask) if m]
@@ -97,9 +97,9 @@ def label_accuracy(labels, answers, rows, completions, label_sets, filter_stats,
     if len(label_sets) > 1:
         filter_stats[0]["seed_label_accuracy"] = [
             sum(lab.completion == a for lab, a in zip(ls, answers)) / len(ls) for ls in label_sets]
-    kept_correct = [c == answers[i] for c, i in zip(completions, rows)]
     return {"label_accuracy_all": sum(correct) / len(correct),
-            "label_accuracy_kept": sum(kept_correct) / len(rows) if rows else None, "filters": filter_stats}
+            "label_accuracy_kept": sum(kept_correct) / len(kept_correct) if kept_correct else None,
+            "filters": filter_stats}
 
 
 class SelfImprovement:
@@ -229,8 +229,9 @@ class SelfImprovement:
         rows = [i for i, kept in enumerate(keep) if kept]
         completions, corruption = self.corrupted([labels[i].completion for i in rows], k)
         answers = [task.answer(p) for p in problems]
+        kept_correct = [c == answers[i] for c, i in zip(completions, rows)]
         stats = {"level": names, "labeled": len(labels), "kept": len(rows),
-                 **label_accuracy(labels, answers, rows, completions, label_sets, filter_stats, masks)}
+                 **label_accuracy(labels, answers, label_sets, filter_stats, masks, kept_correct)}
         if corruption is not None:
             before = [labels[i].completion == answers[i] for i in rows]
             corruption["label_accuracy_kept_before"] = sum(before) / len(rows) if rows else None
@@ -238,7 +239,7 @@ class SelfImprovement:
         data = Dataset.from_dict(
             {"prompt": [prompts[i] for i in rows], "completion": completions,
              "level": level_values([problems[i] for i in rows]), "round": [k] * len(rows),
-             "correct": [c == answers[i] for c, i in zip(completions, rows)]},
+             "correct": kept_correct},
             features=round_features(task),
         )
         return data, stats
@@ -352,7 +353,7 @@ class SelfImprovement:
             trainer, model, train = self.train_lineages(model, k, data)
         with self.timed("evaluate"):
             record.update(self.evaluate(model, k))
-        record.update(train, stage=record.pop("stage"), wall_seconds=round(time.time() - start, 1))
+        record.update(train, wall_seconds=round(time.time() - start, 1))
         record["stopped"] = stop_decision(self.summary + [record], self.recipe.stop_patience,
                                           self.recipe.collapse_floor)
         trainer.log(self.trainer_metrics(record))

@@ -7,10 +7,12 @@ the last round's accuracy at each level and of the final frontier. A seed change
 the data and the training order (the recipe's `seed`).
 """
 
-import io
 import json
 import statistics
 from pathlib import Path
+
+from .cards import png_bytes
+from .records import SUMMARY_FILE, read_summary
 
 
 def seed_dirs(output_dir) -> dict[int, Path]:
@@ -18,14 +20,14 @@ def seed_dirs(output_dir) -> dict[int, Path]:
     found = {}
     for d in Path(output_dir).glob("seed-*"):
         suffix = d.name.removeprefix("seed-")
-        if suffix.isdigit() and (d / "summary.jsonl").is_file():
+        if suffix.isdigit() and (d / SUMMARY_FILE).is_file():
             found[int(suffix)] = d
     return dict(sorted(found.items()))
 
 
 def read_records(run_dir) -> list[dict]:
     """A run's round records (summary.jsonl, one per finished round)."""
-    return [json.loads(line) for line in (Path(run_dir) / "summary.jsonl").read_text().splitlines() if line]
+    return read_summary(run_dir)
 
 
 def seed_result(records: list[dict]) -> dict:
@@ -113,10 +115,7 @@ def plot_seeds(agg: dict) -> bytes:
     for ax in (fronts, accs):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def write_aggregate(output_dir) -> dict:

@@ -56,10 +56,6 @@ def files_under(path: Path) -> dict:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def without_wall_time(record: dict) -> dict:
-    return without_timing(record)
-
-
 # -- the scenario, run once for the module ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def published(local_hub, tmp_path_factory, write_recipe):
@@ -306,7 +302,7 @@ def test_a_run_continues_from_a_hub_round(local_hub, published, write_recipe):
             (source / f"round-{k}" / "eval.json").read_text())
         assert files_under(out / f"round-{k}" / "data").keys() >= {"data-00000-of-00001.arrow"}
     # Round 2 from the Hub's round 1 is the round 2 of the original run.
-    assert without_wall_time(json.loads((out / "round-2" / "eval.json").read_text())) == without_wall_time(
+    assert without_timing(json.loads((out / "round-2" / "eval.json").read_text())) == without_timing(
         json.loads((source / "round-2" / "eval.json").read_text()))
     a, b = (load_file(str(d / "round-2" / "model" / "model.safetensors")) for d in (out, source))
     assert all(torch.equal(a[n], b[n]) for n in a)
