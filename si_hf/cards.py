@@ -92,70 +92,84 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
     """The card (README.md text) and its plot (PNG bytes) of round k. `summary` holds rounds 0..k;
     without `model_repo` the card shows how to load the local round from `shown_dir` (default
     `model_dir`, where the checkpoint is read now)."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     model_dir = Path(model_dir)
     record = summary[-1]
-    task = recipe["task"]
-    rev = round_name(k)
+    name = model_repo or f"{recipe['task']}-{round_name(k)}"
+    refs = _load_refs(k, model_repo, data_repo, Path(shown_dir or model_dir))
+    encoding = recipe.get("position_encoding")
+    card = ModelCard.from_template(
+        _model_card_data(recipe["task"], k, name, record, data_repo),
+        template_str=card_template("model_card.md"),
+        title=f"{name} (round {k})" if model_repo else name,
+        round=k, task=recipe["task"], parent=_parent_text(recipe, k, model_repo, parent),
+        levels_trained=record["levels_trained"], frontier=record["frontier"],
+        threshold=recipe.get("frontier_threshold"), labels=_labels_text(record.get("labels")),
+        num_hidden_layers=recipe.get("num_hidden_layers"), hidden_size=recipe.get("hidden_size"),
+        position_encoding={"nope": "no positional encoding (NoPE)", "rope": "RoPE"}.get(encoding, encoding),
+        num_parameters=count_parameters(model_dir), pretrained=recipe.get("model_name_or_path"),
+        lora_r=recipe.get("lora_r"), plot_file=PLOT_FILE, summary_table=summary_table(summary),
+        eval_levels=f"{recipe.get('eval_min_level')}-{recipe.get('eval_max_level')}",
+        recipe_yaml=published_recipe(recipe), **refs,
+    )
+    return str(card), plot_accuracy(summary)
+
+
+def _model_card_data(task: str, k: int, name: str, record: dict, data_repo: str | None):
+    """The card's metadata: tags, the dataset and one exact-match result per evaluated level."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     eval_results = [
         EvalResult(task_type="text-generation", dataset_type=f"si-hf/{task}", dataset_name=f"{task} held-out",
                    dataset_config=f"level_{lvl}", dataset_split="test", metric_type="exact_match",
                    metric_name=f"exact match, level {lvl}", metric_value=acc)
         for lvl, acc in record["accuracy_by_level"].items()
     ]
-    name = model_repo or f"{task}-{round_name(k)}"
-    card_data = ModelCardData(
+    return ModelCardData(
         model_name=name, library_name="transformers", pipeline_tag="text-generation",
-        tags=["si-hf", "self-improvement", "length-generalization", "easy-to-hard", task, rev],
+        tags=["si-hf", "self-improvement", "length-generalization", "easy-to-hard", task, round_name(k)],
         datasets=[data_repo] if data_repo else None, eval_results=eval_results,
     )
+
+
+def _parent_text(recipe: dict, k: int, model_repo: str | None, parent: str | None) -> str:
+    """Where round k came from: the round before it (a Hub link when published), or the ground truth."""
     if parent is None and k > 0:
         parent = f"{model_repo}@{round_name(k - 1)}" if model_repo else f"{round_name(k - 1)} (this run)"
     pretrained = recipe.get("model_name_or_path")
     if parent is None:
-        parent_text = (f"none: round 0 fine-tunes `{pretrained}` on ground truth" if pretrained
-                       else "none: round 0 trains from scratch on ground truth")
-    elif "@" in parent:
+        return (f"none: round 0 fine-tunes `{pretrained}` on ground truth" if pretrained
+                else "none: round 0 trains from scratch on ground truth")
+    if "@" in parent:
         repo, j = parse_init_from(parent)
-        parent_text = f"[{parent}]({hub_url(repo, revision=round_name(j))})"
-    else:
-        parent_text = parent
-    labels = record.get("labels")
-    if labels:
-        kept_acc = labels.get("label_accuracy_kept")
-        labels = {**labels,
-                  "label_accuracy_kept_text": "n/a (nothing kept)" if kept_acc is None else f"{kept_acc:.3f}",
-                  "kept_fraction_text": f"{labels['kept'] / labels['labeled']:.1%}" if labels["labeled"] else "n/a"}
-    if model_repo:
-        model_ref, revision_arg = f'"{model_repo}"', f', revision="{rev}"'
-        model_arg, revision_flag = model_repo, f" --revision {rev}"
-        data_ref = (f"[{data_repo}]({hub_url(data_repo, 'dataset', rev)}), revision `{rev}` (config `round_{k}`)"
-                    if data_repo else "not published")
-        data_load = f'load_dataset("{data_repo}", revision="{rev}", split="train")' if data_repo else None
-        data_import = "load_dataset"
-    else:
-        shown = Path(shown_dir or model_dir)
-        model_ref, revision_arg, model_arg, revision_flag = f'"{shown}"', "", str(shown), ""
-        data_ref = f"`{shown.parent / 'data'}` (`datasets.load_from_disk`)"
-        data_load = f'load_from_disk("{shown.parent / "data"}")'
-        data_import = "load_from_disk"
-    card = ModelCard.from_template(
-        card_data,
-        template_str=card_template("model_card.md"),
-        title=f"{name} (round {k})" if model_repo else name,
-        round=k, task=task, parent=parent_text, levels_trained=record["levels_trained"], data_ref=data_ref,
-        frontier=record["frontier"], threshold=recipe.get("frontier_threshold"), labels=labels,
-        num_hidden_layers=recipe.get("num_hidden_layers"), hidden_size=recipe.get("hidden_size"),
-        position_encoding={"nope": "no positional encoding (NoPE)", "rope": "RoPE"}.get(
-            recipe.get("position_encoding"), recipe.get("position_encoding")),
-        num_parameters=count_parameters(model_dir), pretrained=pretrained, lora_r=recipe.get("lora_r"),
-        plot_file=PLOT_FILE, summary_table=summary_table(summary), model_ref=model_ref, revision_arg=revision_arg,
-        data_load=data_load, data_import=data_import, model_arg=model_arg, revision_flag=revision_flag,
-        eval_levels=f"{recipe.get('eval_min_level')}-{recipe.get('eval_max_level')}",
-        recipe_yaml=published_recipe(recipe),
-    )
-    return str(card), plot_accuracy(summary)
+        return f"[{parent}]({hub_url(repo, revision=round_name(j))})"
+    return parent
+
+
+def _labels_text(labels: dict | None) -> dict | None:
+    """The round's label counts with the kept accuracy and kept share as the card prints them."""
+    if not labels:
+        return labels
+    kept_acc = labels.get("label_accuracy_kept")
+    return {**labels,
+            "label_accuracy_kept_text": "n/a (nothing kept)" if kept_acc is None else f"{kept_acc:.3f}",
+            "kept_fraction_text": f"{labels['kept'] / labels['labeled']:.1%}" if labels["labeled"] else "n/a"}
+
+
+def _load_refs(k: int, model_repo: str | None, data_repo: str | None, shown: Path) -> dict:
+    """How the card tells a reader to load the model and the data: from the Hub at revision round-k,
+    or from the local round directory."""
+    rev = round_name(k)
+    if not model_repo:
+        return dict(model_ref=f'"{shown}"', revision_arg="", model_arg=str(shown), revision_flag="",
+                    data_ref=f"`{shown.parent / 'data'}` (`datasets.load_from_disk`)",
+                    data_load=f'load_from_disk("{shown.parent / "data"}")', data_import="load_from_disk")
+    data_ref = (f"[{data_repo}]({hub_url(data_repo, 'dataset', rev)}), revision `{rev}` (config `round_{k}`)"
+                if data_repo else "not published")
+    return dict(model_ref=f'"{model_repo}"', revision_arg=f', revision="{rev}"', model_arg=model_repo,
+                revision_flag=f" --revision {rev}", data_ref=data_ref, data_import="load_dataset",
+                data_load=f'load_dataset("{data_repo}", revision="{rev}", split="train")' if data_repo else None)
 
 
 def write_model_card(model_dir, recipe: dict, summary: list[dict], k: int, **repos):

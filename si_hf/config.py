@@ -142,127 +142,24 @@ class Recipe:
         "Start from a published round, REPO@round-<k>: the run continues with round k+1.")})
 
     def validate(self):
+        """The recipe itself, or a RecipeError naming the first wrong field and what it must be."""
         from .corruption import CORRUPT_MODES
         from .data import OLDER_WEIGHTINGS
         from .schedule import SCHEDULES
-        from .tasks import TASKS, get_task
+        from .tasks import get_task
 
         check_field_types(self)  # a YAML value of the wrong type (a list for a number, ...) names its field
         try:
             get_task(self.task)
         except ValueError as err:
             raise RecipeError(f"task: {err}") from None
-        if self.num_attention_heads <= 0:
-            raise RecipeError(f"num_attention_heads={self.num_attention_heads!r}: must be positive")
-        if not isinstance(self.filters, list):
-            raise RecipeError(f"filters={self.filters!r}: must be a list, e.g. [length]")
-        for name in ("batch_size", "base_steps", "round_steps", "labels_per_round", "eval_size", "num_rounds",
-                     "num_seeds", "probe_size", "probe_max_levels"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise RecipeError(f"{name}={getattr(self, name)!r}: must be an integer")
-        checks = [
-            # sizes, steps and optimizer settings that cannot be negative (or zero)
-            ("num_hidden_layers", self.num_hidden_layers >= 1, "must be >= 1"),
-            ("hidden_size", self.hidden_size > 0, "must be positive"),
-            ("intermediate_size", self.intermediate_size > 0, "must be positive"),
-            ("base_examples", self.base_examples is None or self.base_examples > 0, "must be positive (or unset)"),
-            ("base_steps", self.base_steps > 0, "must be positive"),
-            ("base_warmup_steps", self.base_warmup_steps >= 0, "must be >= 0"),
-            ("base_decay_steps", self.base_decay_steps >= 0, "must be >= 0"),
-            ("round_steps", self.round_steps >= 0, "must be >= 0"),
-            ("round_warmup_steps", self.round_warmup_steps >= 0, "must be >= 0"),
-            ("round_decay_steps", self.round_decay_steps >= 0, "must be >= 0"),
-            ("round_learning_rate", self.round_learning_rate is None or self.round_learning_rate > 0,
-             "must be positive (or unset)"),
-            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-            ("adam_beta1", 0.0 <= self.adam_beta1 < 1.0, "must be in [0, 1)"),
-            ("adam_beta2", 0.0 <= self.adam_beta2 < 1.0, "must be in [0, 1)"),
-            ("adam_epsilon", self.adam_epsilon >= 0, "must be >= 0"),
-            ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0"),
-            ("logging_steps", self.logging_steps > 0, "must be positive"),
-            ("num_threads", self.num_threads is None or self.num_threads >= 1, "must be >= 1 (or unset)"),
-            ("position_encoding", self.position_encoding in ("nope", "rope"), "must be 'nope' or 'rope'"),
-            ("labeler", self.labeler in ("fast", "generate"), "must be 'fast' or 'generate'"),
-            ("hidden_size", self.hidden_size % self.num_attention_heads == 0,
-             "must be divisible by num_attention_heads"),
-            ("base_min_level", 1 <= self.base_min_level <= self.base_max_level,
-             "needs 1 <= base_min_level <= base_max_level"),
-            ("eval_min_level", 1 <= self.eval_min_level <= self.eval_max_level,
-             "needs 1 <= eval_min_level <= eval_max_level"),
-            ("base_steps", self.base_steps > 0, "must be positive"),
-            ("round_steps", self.round_steps > 0 or self.num_rounds == 0, "must be positive"),
-            ("num_rounds", self.num_rounds >= 0, "must be >= 0"),
-            ("base_warmup_steps", 0 <= self.base_warmup_steps + self.base_decay_steps <= self.base_steps,
-             "warmup + decay steps must fit in base_steps"),
-            ("round_warmup_steps", 0 <= self.round_warmup_steps + self.round_decay_steps <= self.round_steps,
-             "warmup + decay steps must fit in round_steps"),
-            ("labels_per_round", self.labels_per_round > 0, "must be positive"),
-            ("batch_size", self.batch_size > 0, "must be positive"),
-            ("label_batch_size", self.label_batch_size > 0, "must be positive"),
-            ("eval_size", self.eval_size > 0, "must be positive"),
-            ("round_eval_size", self.round_eval_size is None or self.round_eval_size > 0, "must be positive"),
-            ("learning_rate", self.learning_rate > 0, "must be positive"),
-            ("frontier_threshold", 0.0 <= self.frontier_threshold <= 1.0, "must be in [0, 1]"),
-            ("newest_fraction", 0.0 <= self.newest_fraction <= 1.0, "must be in [0, 1]"),
-            ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
-            ("older_weighting", self.older_weighting in OLDER_WEIGHTINGS,
-             f"must be one of {', '.join(OLDER_WEIGHTINGS)}"),
-            ("num_seeds", self.num_seeds >= 1, "must be >= 1"),
-            ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
-            ("probe_size", self.probe_size > 0, "must be positive"),
-            ("probe_max_levels", self.probe_max_levels > 0, "must be positive"),
-            ("stop_patience", self.stop_patience is None or self.stop_patience >= 1, "must be >= 1 (or unset)"),
-            ("collapse_floor", self.collapse_floor is None or 0.0 <= self.collapse_floor <= 1.0,
-             "must be in [0, 1] (or unset)"),
-            ("corrupt_round", self.corrupt_round is None or self.corrupt_round >= 1,
-             "must be >= 1 (round 0 is ground truth)"),
-            ("corrupt_fraction", 0.0 <= self.corrupt_fraction <= 1.0, "must be in [0, 1]"),
-            ("corrupt_mode", self.corrupt_mode in CORRUPT_MODES, f"must be one of {', '.join(CORRUPT_MODES)}"),
-        ]
-        if not isinstance(self.lora_r, int) or isinstance(self.lora_r, bool) or self.lora_r < 0:
-            raise RecipeError(f"lora_r={self.lora_r!r}: must be an integer >= 0")
-        if self.lora_r and not self.model_name_or_path:
-            raise RecipeError(f"lora_r={self.lora_r!r}: LoRA needs a pretrained start (model_name_or_path)")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise RecipeError(f"lora_dropout={self.lora_dropout!r}: must be in [0, 1)")
-        if self.lora_r and not self.lora_target_modules.strip(" ,"):
-            raise RecipeError("lora_target_modules: name at least one module, or all-linear")
-        if self.push_to_hub and not self.hub_model_id:
-            raise RecipeError("push_to_hub: needs hub_model_id (namespace/name)")
-        if self.init_from is not None:
-            from .records import parse_init_from
-
-            try:
-                parse_init_from(self.init_from)
-            except ValueError as err:
-                raise RecipeError(f"init_from={self.init_from!r}: {err}") from None
-        for name, ok, why in checks:
-            if not ok:
-                raise RecipeError(f"{name}={getattr(self, name)!r}: {why}")
-        from .filters import VOTE_FILTER, parse_filter_spec
-
-        votes = 0
-        for spec in self.filters:
-            try:
-                name = parse_filter_spec(spec)[0]
-            except ValueError as err:
-                raise RecipeError(f"filters: {err}") from None
-            votes += name == VOTE_FILTER
-            if name == "pieces" and not get_task(self.task).has_pieces:
-                with_pieces = ", ".join(sorted(t for t in TASKS if get_task(t).has_pieces))
-                raise RecipeError(f"filters: {spec!r}: task {self.task!r} has no pieces to check a label against "
-                                  f"(tasks with pieces: {with_pieces})")
-        if votes > 1:
-            raise RecipeError(f"filters: at most one {VOTE_FILTER} filter, got {self.filters}")
-        if votes and self.num_seeds < 2:
-            raise RecipeError(f"filters: {VOTE_FILTER} needs num_seeds >= 2 models to vote "
-                              f"(num_seeds={self.num_seeds})")
-        if self.num_seeds > 1 and not votes:
-            raise RecipeError(f"num_seeds={self.num_seeds}: several models need a {VOTE_FILTER} filter "
-                              f"(e.g. '{VOTE_FILTER}:tau=0.7') to agree on one label per problem")
-        if self.num_seeds > 1 and self.init_from is not None:
-            raise RecipeError(f"init_from={self.init_from!r}: a published round holds one lineage; it cannot start "
-                              f"num_seeds={self.num_seeds} lineages")
+        for rows in (_model_rows(self), _base_rows(self), _round_rows(self, OLDER_WEIGHTINGS, SCHEDULES),
+                     _optimizer_rows(self), _evaluation_rows(self), _control_rows(self, CORRUPT_MODES)):
+            for name, ok, why in rows:
+                if not ok:
+                    raise RecipeError(f"{name}={getattr(self, name)!r}: {why}")
+        _check_start_and_hub(self)
+        _check_filters(self)
         return self
 
     # Fields that change how a run is watched or how fast it goes, never what it computes.
@@ -277,6 +174,128 @@ class Recipe:
 
 
 FIELDS = {f.name for f in dataclasses.fields(Recipe)}
+
+
+# Each group of the recipe checked as rows of (field, holds, what it must be), in the order a user reads them.
+def _model_rows(r: Recipe):
+    heads_ok = r.num_attention_heads > 0  # before the divisibility row divides by it
+    return [("num_hidden_layers", r.num_hidden_layers >= 1, "must be >= 1"),
+            ("hidden_size", r.hidden_size > 0, "must be positive"),
+            ("num_attention_heads", heads_ok, "must be positive"),
+            ("hidden_size", heads_ok and r.hidden_size % r.num_attention_heads == 0,
+             "must be divisible by num_attention_heads"),
+            ("intermediate_size", r.intermediate_size > 0, "must be positive"),
+            ("position_encoding", r.position_encoding in ("nope", "rope"), "must be 'nope' or 'rope'"),
+            ("lora_r", r.lora_r >= 0, "must be an integer >= 0"),
+            ("lora_r", not r.lora_r or bool(r.model_name_or_path),
+             "LoRA needs a pretrained start (model_name_or_path)"),
+            ("lora_dropout", 0.0 <= r.lora_dropout < 1.0, "must be in [0, 1)"),
+            ("lora_target_modules", not r.lora_r or bool(r.lora_target_modules.strip(" ,")),
+             "name at least one module, or all-linear")]
+
+
+def _base_rows(r: Recipe):
+    return [("base_examples", r.base_examples is None or r.base_examples > 0, "must be positive (or unset)"),
+            ("base_min_level", 1 <= r.base_min_level <= r.base_max_level,
+             "needs 1 <= base_min_level <= base_max_level"),
+            ("base_steps", r.base_steps > 0, "must be positive"),
+            ("base_warmup_steps", r.base_warmup_steps >= 0, "must be >= 0"),
+            ("base_decay_steps", r.base_decay_steps >= 0, "must be >= 0"),
+            ("base_warmup_steps", r.base_warmup_steps + r.base_decay_steps <= r.base_steps,
+             "warmup + decay steps must fit in base_steps")]
+
+
+def _round_rows(r: Recipe, older_weightings, schedules):
+    return [("num_rounds", r.num_rounds >= 0, "must be >= 0"),
+            ("round_steps", r.round_steps > 0 or (r.round_steps == 0 and r.num_rounds == 0), "must be positive"),
+            ("round_warmup_steps", r.round_warmup_steps >= 0, "must be >= 0"),
+            ("round_decay_steps", r.round_decay_steps >= 0, "must be >= 0"),
+            ("round_warmup_steps", r.round_warmup_steps + r.round_decay_steps <= r.round_steps,
+             "warmup + decay steps must fit in round_steps"),
+            ("labels_per_round", r.labels_per_round > 0, "must be positive"),
+            ("newest_fraction", 0.0 <= r.newest_fraction <= 1.0, "must be in [0, 1]"),
+            ("older_weighting", r.older_weighting in older_weightings,
+             f"must be one of {', '.join(older_weightings)}"),
+            ("num_seeds", r.num_seeds >= 1, "must be >= 1"),
+            ("schedule", r.schedule in schedules, f"must be one of {', '.join(schedules)}"),
+            ("probe_size", r.probe_size > 0, "must be positive"),
+            ("probe_max_levels", r.probe_max_levels > 0, "must be positive")]
+
+
+def _optimizer_rows(r: Recipe):
+    return [("batch_size", r.batch_size > 0, "must be positive"),
+            ("learning_rate", r.learning_rate > 0, "must be positive"),
+            ("round_learning_rate", r.round_learning_rate is None or r.round_learning_rate > 0,
+             "must be positive (or unset)"),
+            ("min_lr_ratio", 0.0 <= r.min_lr_ratio <= 1.0, "must be in [0, 1]"),
+            ("weight_decay", r.weight_decay >= 0, "must be >= 0"),
+            ("adam_beta1", 0.0 <= r.adam_beta1 < 1.0, "must be in [0, 1)"),
+            ("adam_beta2", 0.0 <= r.adam_beta2 < 1.0, "must be in [0, 1)"),
+            ("adam_epsilon", r.adam_epsilon >= 0, "must be >= 0"),
+            ("max_grad_norm", r.max_grad_norm >= 0, "must be >= 0")]
+
+
+def _evaluation_rows(r: Recipe):
+    return [("labeler", r.labeler in ("fast", "generate"), "must be 'fast' or 'generate'"),
+            ("label_batch_size", r.label_batch_size > 0, "must be positive"),
+            ("eval_min_level", 1 <= r.eval_min_level <= r.eval_max_level,
+             "needs 1 <= eval_min_level <= eval_max_level"),
+            ("eval_size", r.eval_size > 0, "must be positive"),
+            ("round_eval_size", r.round_eval_size is None or r.round_eval_size > 0, "must be positive"),
+            ("frontier_threshold", 0.0 <= r.frontier_threshold <= 1.0, "must be in [0, 1]")]
+
+
+def _control_rows(r: Recipe, corrupt_modes):
+    return [("stop_patience", r.stop_patience is None or r.stop_patience >= 1, "must be >= 1 (or unset)"),
+            ("collapse_floor", r.collapse_floor is None or 0.0 <= r.collapse_floor <= 1.0,
+             "must be in [0, 1] (or unset)"),
+            ("corrupt_round", r.corrupt_round is None or r.corrupt_round >= 1,
+             "must be >= 1 (round 0 is ground truth)"),
+            ("corrupt_fraction", 0.0 <= r.corrupt_fraction <= 1.0, "must be in [0, 1]"),
+            ("corrupt_mode", r.corrupt_mode in corrupt_modes, f"must be one of {', '.join(corrupt_modes)}"),
+            ("logging_steps", r.logging_steps > 0, "must be positive"),
+            ("num_threads", r.num_threads is None or r.num_threads >= 1, "must be >= 1 (or unset)")]
+
+
+def _check_start_and_hub(r: Recipe):
+    from .records import parse_init_from
+
+    if r.push_to_hub and not r.hub_model_id:
+        raise RecipeError("push_to_hub: needs hub_model_id (namespace/name)")
+    if r.init_from is not None:
+        try:
+            parse_init_from(r.init_from)
+        except ValueError as err:
+            raise RecipeError(f"init_from={r.init_from!r}: {err}") from None
+    if r.num_seeds > 1 and r.init_from is not None:
+        raise RecipeError(f"init_from={r.init_from!r}: a published round holds one lineage; it cannot start "
+                          f"num_seeds={r.num_seeds} lineages")
+
+
+def _check_filters(r: Recipe):
+    """Every filter spec parses, `pieces` only where the task has pieces, and a vote exactly when there
+    are several lineages to vote."""
+    from .filters import VOTE_FILTER, parse_filter_spec
+    from .tasks import TASKS, get_task
+
+    names = []
+    for spec in r.filters:
+        try:
+            names.append(parse_filter_spec(spec)[0])
+        except ValueError as err:
+            raise RecipeError(f"filters: {err}") from None
+        if names[-1] == "pieces" and not get_task(r.task).has_pieces:
+            with_pieces = ", ".join(sorted(t for t in TASKS if get_task(t).has_pieces))
+            raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no pieces to check a label against "
+                              f"(tasks with pieces: {with_pieces})")
+    votes = names.count(VOTE_FILTER)
+    if votes > 1:
+        raise RecipeError(f"filters: at most one {VOTE_FILTER} filter, got {r.filters}")
+    if votes and r.num_seeds < 2:
+        raise RecipeError(f"filters: {VOTE_FILTER} needs num_seeds >= 2 models to vote (num_seeds={r.num_seeds})")
+    if r.num_seeds > 1 and not votes:
+        raise RecipeError(f"num_seeds={r.num_seeds}: several models need a {VOTE_FILTER} filter "
+                          f"(e.g. '{VOTE_FILTER}:tau=0.7') to agree on one label per problem")
 
 
 def _type_ok(value, tp) -> bool:

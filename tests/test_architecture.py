@@ -72,6 +72,19 @@ def test_imports_run_one_way():
     assert "si_hf.rounds" not in graph["si_hf.hub"] and "si_hf.hub" not in graph["si_hf.config"]
 
 
+MAX_FUNCTION_LINES = 50
+
+
+def test_every_function_reads_at_once():
+    """No function or method in si_hf is longer than MAX_FUNCTION_LINES (signature and docstring included)."""
+    lengths = {f"{path.relative_to(PACKAGE.parent)}:{node.name}": node.end_lineno - node.lineno + 1
+               for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assert len(lengths) > 100  # the walk saw the package
+    too_long = {name: n for name, n in lengths.items() if n > MAX_FUNCTION_LINES}
+    assert not too_long, too_long
+
+
 def test_round_names_and_summary_round_trip(tmp_path):
     assert records.round_name(3) == "round-3" and records.round_dir(tmp_path, 3) == tmp_path / "round-3"
     assert [records.round_number(n) for n in ("round-12", "round-x", "xround-1", "round-")] == [12, None, None, None]

@@ -33,29 +33,11 @@ class SIConfig(PretrainedConfig):
     model_type = "si"
     keys_to_ignore_at_inference = ["cache"]
 
-    def __init__(
-        self,
-        vocab_size=32,
-        hidden_size=384,
-        intermediate_size=1536,
-        num_hidden_layers=6,
-        num_attention_heads=6,
-        head_dim=None,
-        position_encoding="nope",
-        rope_theta=10000.0,
-        max_position_embeddings=2048,
-        norm_type="rmsnorm",
-        rms_norm_eps=1e-6,
-        attention_bias=False,
-        mlp_bias=False,
-        initializer_range=0.02,
-        use_cache=True,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-        **kwargs,
-    ):
+    def __init__(self, vocab_size=32, hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
+                 num_attention_heads=6, head_dim=None, position_encoding="nope", rope_theta=10000.0,
+                 max_position_embeddings=2048, norm_type="rmsnorm", rms_norm_eps=1e-6, attention_bias=False,
+                 mlp_bias=False, initializer_range=0.02, use_cache=True, pad_token_id=0, bos_token_id=1,
+                 eos_token_id=2, tie_word_embeddings=False, **kwargs):
         if position_encoding not in ("nope", "rope"):
             raise ValueError(f"position_encoding must be 'nope' or 'rope', got {position_encoding!r}")
         if norm_type not in ("rmsnorm", "layernorm"):
