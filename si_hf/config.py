@@ -298,6 +298,15 @@ def _check_filters(r: Recipe):
                           f"(e.g. '{VOTE_FILTER}:tau=0.7') to agree on one label per problem")
 
 
+
+def recipe_warnings(r: Recipe) -> list[str]:
+    """What a recipe allows but its author most likely did not mean (printed when a run starts)."""
+    warnings = []
+    if r.num_rounds and r.eval_max_level <= r.base_max_level:
+        warnings.append(f"eval_max_level={r.eval_max_level} is not above base_max_level={r.base_max_level}: no "
+                        f"level the rounds train on is evaluated, and the frontier cannot pass {r.eval_max_level}")
+    return warnings
+
 def _type_ok(value, tp) -> bool:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -337,10 +346,14 @@ def check_field_types(recipe: "Recipe"):
 
 def read_yaml(path: str) -> dict:
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"recipe {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
@@ -352,7 +365,29 @@ def read_yaml(path: str) -> dict:
             close = difflib.get_close_matches(k, FIELDS, n=1)
             msgs.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise RecipeError(f"recipe {path}: unknown field(s) {', '.join(msgs)}")
+    check_yaml_strings(path, data)
     return data
+
+
+def check_yaml_strings(path: str, data: dict):
+    """The command-line parser converts a string from the YAML as it would an argument (PyYAML reads
+    `1e-3` as a string); a string it cannot convert is named here with its file and field, not as an
+    invalid command line."""
+    hints = typing.get_type_hints(Recipe)
+    for name, value in data.items():
+        kinds = set(typing.get_args(hints[name]) or (hints[name],)) - {type(None)}
+        if not isinstance(value, str) or str in kinds or not kinds <= {int, float, bool}:
+            continue
+        if bool in kinds:
+            ok = value.lower() in ("true", "false", "yes", "no", "1", "0", "t", "f", "y", "n")
+        else:
+            try:
+                (float if float in kinds else int)(value)
+                ok = True
+            except ValueError:
+                ok = False
+        if not ok:
+            raise RecipeError(f"recipe {path}: {name}={value!r}: must be {_type_name(hints[name])}")
 
 
 def parse_recipe(argv: list[str] | None = None) -> Recipe:

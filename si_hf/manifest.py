@@ -122,6 +122,34 @@ def verify_rounds(out, done: list[int]):
         verify_round(round_dir(out, k), quick=k != done[-1])
 
 
+def verify_lineage(out, done: list[int]):
+    """On resume: the finished rounds form one chain under one recipe. Every manifest carries the
+    recipe hash of round 0's, names round k-1 as its parent (`round-<k-1>`, or `REPO@round-<k-1>` for
+    rounds fetched from the Hub) and, where it recorded one, the sha256 of that parent's manifest.
+    Raises RoundError at the first round that breaks the chain (two runs written into one directory)."""
+    manifests = {k: read_manifest(round_dir(out, k)) for k in done}
+    recipe = manifests[done[0]]["recipe_sha256"]
+    for k in done[1:]:
+        here, manifest = round_dir(out, k), manifests[k]
+        fix = (f"The rounds in {out} are not one run. Delete {here} and every later round to compute them again "
+               f"from round {k - 1} (rerun the same command), or start afresh in another output_dir.")
+        if manifest["recipe_sha256"] != recipe:
+            raise RoundError(f"{here} was computed under another recipe than {round_dir(out, done[0])} "
+                             f"(recipe_sha256 {manifest['recipe_sha256'][:12]}... against {recipe[:12]}...). {fix}")
+        parent = manifest.get("parent")
+        if _parent_round(parent) != k - 1:
+            raise RoundError(f"{here} names {parent!r} as its parent, not {round_name(k - 1)}. {fix}")
+        expected = manifest.get("parent_manifest_sha256")
+        if expected is not None and expected != sha256_file(round_dir(out, k - 1) / MANIFEST):
+            raise RoundError(f"{here} was computed from another {round_name(k - 1)} than the one in {out} "
+                             f"(its parent_manifest_sha256 does not match). {fix}")
+
+
+def _parent_round(parent: str | None) -> int | None:
+    """k of a parent named `round-<k>` or `REPO@round-<k>`."""
+    return round_number(parent.rpartition("@")[2]) if parent else None
+
+
 def round_dirs(out) -> dict[int, Path]:
     """Every `round-<k>` directory of `out`, finished or not, by k."""
     out = Path(out)

@@ -5,6 +5,7 @@ This is the only module that knows the order of the steps. A round is finished o
 (checksums of every file) last, then the directory is renamed (si_hf.manifest).
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -15,13 +16,14 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from datasets import Dataset, disable_progress_bars, load_from_disk
 from safetensors import SafetensorError
 from transformers import set_seed
 
 from .cards import plot_summary, summary_table, write_model_card
 from .confidence import score_labels
-from .config import Recipe
+from .config import Recipe, recipe_warnings
 from .consistency import compose_labels
 from .corruption import corrupt_completions
 from .data import (
@@ -48,7 +50,15 @@ from .filters import parse_filter_spec, select_labels
 from .hub import Publisher, import_rounds, imported_from, parent_of
 from .killpoints import kill_point
 from .labeling import greedy_label
-from .manifest import adopt_legacy_rounds, finished_rounds, staged_round, unfinished_round_dirs, verify_rounds
+from .lock import LOCK_FILES, RunLock
+from .manifest import (
+    adopt_legacy_rounds,
+    finished_rounds,
+    staged_round,
+    unfinished_round_dirs,
+    verify_lineage,
+    verify_rounds,
+)
 from .pretrained import load_round_model, lora_adapter
 from .records import SUMMARY_FILE, read_record, read_summary, round_dir, round_name, write_record, write_summary
 from .schedule import accelerated_stages, passes, stop_decision
@@ -72,12 +82,22 @@ def check_output_dir(recipe: Recipe):
     diff = sorted(k for k in set(old) | set(new)
                   if k not in Recipe.RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new.get(k))
     if not diff:
+        if old.get("num_threads") != new["num_threads"] and finished_rounds(out):
+            logger.warning("%s: num_threads was %s and is %s now: the rounds still to come are computed right, but "
+                           "with sums in another order they depart from what the uninterrupted run would give",
+                           out, old.get("num_threads"), new["num_threads"])
         return
     if recipe.overwrite_output_dir:
         state = PartialState()
         if state.is_main_process:
             logger.warning("Deleting the run in %s (another recipe): overwrite_output_dir is set", out)
-            shutil.rmtree(out)
+            for entry in out.iterdir():
+                if entry.name in LOCK_FILES:  # this run holds the directory (si_hf.lock)
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
         state.wait_for_everyone()
         return
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
@@ -156,6 +176,7 @@ class SelfImprovement:
             return build_model(self.recipe, self.tokenizer), 0
         last = done[-1]
         verify_rounds(self.out, done)  # checksums of the last round, sizes of the others: RoundError names the file
+        verify_lineage(self.out, done)  # one chain under one recipe
         model_dir = round_dir(self.out, last) / "model"
         try:
             model = load_round_model(model_dir)
@@ -250,7 +271,13 @@ class SelfImprovement:
         rng = seeded_rng(r.seed, "label", task.name, k)
         problems = []
         for level in levels:
-            problems += sample_problems(task, r.labels_per_round, lambda: task.sample(level, rng), self.held_out)
+            drawn = sample_problems(task, r.labels_per_round, lambda: task.sample(level, rng), self.held_out)
+            distinct = len({task.prompt(p) for p in drawn})
+            if distinct < 0.9 * len(drawn):  # a small level: the same problems are labeled several times
+                self.log(f"warning: level {task.level_name(level)} gave only {distinct} distinct problems (outside "
+                         f"the held-out set) for labels_per_round={r.labels_per_round}: each is labeled about "
+                         f"{len(drawn) / distinct:.1f} times")
+            problems += drawn
         return problems
 
     def corrupted(self, completions: list[str], k: int) -> tuple[list[str], dict | None]:
@@ -499,10 +526,33 @@ class SelfImprovement:
         (self.out / "summary.png").write_bytes(plot_summary(self.summary))
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self):
-        check_output_dir(self.recipe)
+    @contextlib.contextmanager
+    def holding_output_dir(self):
+        """The main process holds output_dir for the whole run (si_hf.lock); every process gets the
+        refusal when another run holds it."""
+        lock, refusal = RunLock(self.out, log=self.log), None
         if self.state.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.__enter__()
+            except RoundError as err:
+                refusal = str(err)
+        if self.state.num_processes > 1:
+            refusal = broadcast_object_list([refusal])[0]
+        if refusal:
+            raise RoundError(refusal)
+        try:
+            yield
+        finally:
+            if self.state.is_main_process:
+                lock.__exit__(None, None, None)
+
+    def prepare_output_dir(self):
+        """The recipe check, leftovers of an interrupted round cleared, the rounds of `init_from` fetched
+        and the Hub connected (what an earlier run could not push is pushed now)."""
+        check_output_dir(self.recipe)
+        for warning in recipe_warnings(self.recipe):
+            self.log(f"warning: {warning}")
+        if self.state.is_main_process:
             for stale in self.out.glob(".round-*.tmp"):
                 shutil.rmtree(stale)
             adopt_legacy_rounds(self.out, self.recipe.to_dict(), log=self.log)  # runs older than round manifests
@@ -515,8 +565,16 @@ class SelfImprovement:
         if self.recipe.push_to_hub:
             self.hub = Publisher(self.recipe, self.out, log=self.log)
             if self.state.is_main_process:
-                self.hub.connect().publish_missing()  # what an earlier run could not push
+                self.hub.connect().publish_missing()
             self.state.wait_for_everyone()
+
+    def run(self):
+        """Every round of the recipe not yet finished in output_dir."""
+        with self.holding_output_dir():
+            return self._run()
+
+    def _run(self):
+        self.prepare_output_dir()
         model, start = self._resume()
         self.lineages = [model, *self._extra_lineages(start)]
         self.stage = self._last_stage(start)

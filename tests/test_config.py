@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from si_hf.config import Recipe, RecipeError, parse_recipe
+from si_hf.config import Recipe, RecipeError, parse_recipe, recipe_warnings
 
 
 def _yaml(tmp_path, text, name="recipe.yaml"):
@@ -137,9 +137,31 @@ def test_zero_rounds_needs_no_round_steps():
     assert parse_recipe(["--num_rounds", "0", "--round_steps", "0", "--round_decay_steps", "0"]).num_rounds == 0
 
 
-def test_uncastable_yaml_value_is_a_recipe_error(tmp_path):
-    with pytest.raises(RecipeError):
-        parse_recipe(["--config", _yaml(tmp_path, "batch_size: lots\n")])
+@pytest.mark.parametrize("text, message", [
+    ("batch_size: lots\n", "batch_size='lots': must be an integer"),
+    ("num_rounds: many\n", "num_rounds='many': must be an integer"),
+    ("round_learning_rate: fast\n", "round_learning_rate='fast': must be a number (or unset)"),
+    ("push_to_hub: maybe\n", "push_to_hub='maybe': must be true or false"),
+])
+def test_uncastable_yaml_value_names_the_file_and_the_field(tmp_path, text, message):
+    path = _yaml(tmp_path, text)
+    with pytest.raises(RecipeError, match=rf"^recipe {path}: ") as err:
+        parse_recipe(["--config", path])
+    assert message in str(err.value) and "command-line" not in str(err.value)
+
+
+def test_yaml_strings_the_parser_converts_are_accepted(tmp_path):
+    r = parse_recipe(["--config", _yaml(tmp_path, "learning_rate: 1e-3\nnum_rounds: '3'\ndisable_tqdm: 'yes'\n")])
+    assert (r.learning_rate, r.num_rounds, r.disable_tqdm) == (1e-3, 3, True)
+
+
+def test_an_unreadable_recipe_names_the_file(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("task: copy\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=rf"recipe {bad} is not UTF-8 text"):
+        parse_recipe(["--config", str(bad)])
+    with pytest.raises(RecipeError, match=rf"cannot read recipe {tmp_path}"):
+        parse_recipe(["--config", str(tmp_path)])
 
 
 def test_uncastable_command_line_value_is_a_recipe_error():
@@ -162,3 +184,23 @@ def test_shipped_recipes_parse():
     assert recipes
     for path in recipes:
         parse_recipe(["--config", str(path)])
+
+
+def test_an_evaluation_range_below_the_rounds_is_warned_about():
+    (warning,) = recipe_warnings(parse_recipe(["--base_max_level", "10", "--eval_max_level", "10"]))
+    assert "eval_max_level=10 is not above base_max_level=10" in warning and "cannot pass 10" in warning
+    assert recipe_warnings(parse_recipe(["--base_max_level", "10", "--eval_max_level", "11"])) == []
+    assert recipe_warnings(parse_recipe(["--num_rounds", "0", "--round_steps", "0", "--round_decay_steps", "0",
+                                         "--eval_max_level", "3"])) == []
+
+
+def test_more_labels_than_a_level_holds_are_warned_about(capsys):
+    from si_hf.rounds import SelfImprovement
+
+    loop = SelfImprovement(parse_recipe(["--task", "copy", "--labels_per_round", "100", "--eval_size", "5",
+                                         "--eval_max_level", "12"]))
+    assert len(loop.fresh_problems(1, [1])) == 100
+    out = capsys.readouterr().out
+    assert "warning: level 1 gave only" in out and "labels_per_round=100" in out
+    loop.fresh_problems(1, [12])
+    assert "warning" not in capsys.readouterr().out

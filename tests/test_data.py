@@ -367,3 +367,19 @@ def test_length_split_trainer_equals_padded_batches(make_model, tokenizer, tmp_p
     assert len(histories[True]) == 12
     np.testing.assert_allclose(histories[True], histories[False], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(histories[True, "weights"], histories[False, "weights"], atol=1e-4, rtol=1e-4)
+
+
+def test_a_round_that_kept_no_label_reads_back_as_the_readme_says(tmp_path):
+    """Published as the Hub publisher writes it (load_from_disk(...).to_parquet): load_dataset refuses
+    the empty split, the README's direct read gives 0 rows with the round's columns."""
+    import pyarrow.parquet as pq
+    from datasets import load_dataset, load_from_disk
+
+    Dataset.from_dict({name: [] for name in ROUND_FEATURES}, features=ROUND_FEATURES).save_to_disk(
+        tmp_path / "data", num_shards=1)  # as the loop saves it
+    path = tmp_path / "train-00000-of-00001.parquet"
+    load_from_disk(str(tmp_path / "data")).to_parquet(str(path))
+    data = Dataset(pq.read_table(path))
+    assert data.num_rows == 0 and data.column_names == list(ROUND_FEATURES)
+    with pytest.raises(ValueError, match="corresponds to no data"):
+        load_dataset("parquet", data_files={"train": str(path)}, split="train", cache_dir=str(tmp_path / "cache"))

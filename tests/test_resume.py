@@ -155,6 +155,37 @@ def test_a_gap_in_the_finished_rounds_names_the_round(reference, tmp_path, write
     assert rc == 4 and "round-1" in err and "manifest" in err
 
 
+def _edit_manifest(directory: Path, **changes):
+    manifest = read_manifest(directory)
+    (directory / MANIFEST).write_text(json.dumps({**manifest, **changes}, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.mark.parametrize("round_k, changes, reason", [
+    (2, {"recipe_sha256": "0" * 64}, "round-2 was computed under another recipe"),
+    (1, {"parent": None}, "round-1 names None as its parent, not round-0"),
+    (2, {"parent": "round-0"}, "round-2 names 'round-0' as its parent, not round-1"),
+    (1, {"note": "another run's round 1"}, "round-2 was computed from another round-1"),
+])
+def test_rounds_of_two_runs_in_one_directory_are_refused(reference, tmp_path, write_recipe, run_rounds_main,
+                                                        round_k, changes, reason):
+    """Resuming (here: a run whose rounds are all finished) checks that the rounds form one chain under
+    one recipe, as two runs written into one directory would not."""
+    out, argv = _copy(reference, tmp_path, write_recipe)
+    _edit_manifest(out / f"round-{round_k}", **changes)
+    rc, log, err = _run(run_rounds_main, argv)
+    assert rc == 4, log + err
+    assert reason in err and "are not one run" in err and "every later round" in err
+    assert "finished" not in log
+
+
+def test_a_resume_with_another_thread_count_is_warned_about(reference, tmp_path, write_recipe, run_rounds_main,
+                                                           caplog):
+    out, argv = _copy(reference, tmp_path, write_recipe)
+    rc, log, err = _run(run_rounds_main, argv + ["--num_threads", "2"])
+    assert rc == 0 and "finished" in log, log + err
+    assert "num_threads was 1 and is 2 now" in caplog.text and "depart" in caplog.text
+
+
 def test_a_run_older_than_manifests_is_adopted(reference, tmp_path, write_recipe, run_rounds_main):
     out, argv = _copy(reference, tmp_path, write_recipe)
     for k in range(3):
@@ -254,6 +285,7 @@ def test_a_bad_safetensors_file_with_a_matching_manifest_is_named(reference, tmp
     weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")  # not a safetensors file
     manifest = read_manifest(out / "round-2")
     write_manifest(out / "round-2", 2, {}, parent=manifest["parent"])  # the checksums now match the bad file
+    _edit_manifest(out / "round-2", recipe_sha256=manifest["recipe_sha256"])  # and it is of this run's recipe
     rc, log, err = _run(run_rounds_main, argv + ["--num_rounds", "3"])
     assert rc == 4, log + err
     assert str(weights) in err and "cannot load the checkpoint of finished round 2" in err
@@ -322,6 +354,21 @@ def test_bad_recipes_exit_2_naming_the_field_and_write_nothing(tmp_path, run_rou
 
 
 # -- safety ---------------------------------------------------------------------------------------
+
+def test_under_accelerate_launch_quiet_a_bad_recipe_is_one_line(tmp_path):
+    """As the README says: accelerate's launcher turns every failure into exit code 1 (the codes come from
+    `python scripts/run_rounds.py`), and with --quiet adds nothing to the run's one error line."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("task: copyy\n")
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file",
+                           str(REPO_ROOT / "accelerate_config.yaml"), str(REPO_ROOT / "scripts" / "run_rounds.py"),
+                           "--config", str(path), "--output_dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["error: task: Unknown task 'copyy'. Did you mean 'copy'? Known "
+                                                "tasks: copy, forward_addition, maze_hops, maze_nodes, "
+                                                "multiplication, reverse, reverse_addition."]
+
 
 def test_round_directories_hold_safetensors_and_no_pickles(reference):
     from safetensors import safe_open
