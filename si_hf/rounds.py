@@ -65,6 +65,7 @@ from .schedule import accelerated_stages, passes, stop_decision
 from .tasks import get_task
 from .timing import PhaseTimes, phases_text
 from .tokenization import task_tokenizer
+from .tracking import RunTracker, reporters
 from .training import build_model, make_trainer
 
 logger = logging.getLogger("si_hf")
@@ -148,6 +149,7 @@ class SelfImprovement:
         self.held_out = {self.task.prompt(p) for ps in self.eval_sets.values() for p in ps}
         self.rounds_data: list[Dataset] = []
         self.hub: Publisher | None = None
+        self.tracker: RunTracker | None = None  # with report_to tensorboard (set by run)
         self.summary: list[dict] = []
         # The K seed lineages (lineage 0 is the model the loop reports on) and the highest stage trained
         # (see si_hf.schedule): set by run().
@@ -358,7 +360,9 @@ class SelfImprovement:
         # With lora_r: a fresh adapter for this round, merged into `model` when training ends.
         cls = type(model)
         with lora_adapter(model, r, seed=trainer_recipe.seed + k) as trained:
-            trainer = make_trainer(trained, self.tokenizer, train_set, trainer_recipe, k, str(self.out / ".trainer"))
+            tracked = [self.tracker.callback(self.steps_so_far())] if self.tracker and not lineage else []
+            trainer = make_trainer(trained, self.tokenizer, train_set, trainer_recipe, k, str(self.out / ".trainer"),
+                                   callbacks=tracked)
             result = trainer.train()
         if trainer.is_fsdp_enabled:
             # Every process gathers the full weights into a plain model: labeling, evaluation and saving read
@@ -461,6 +465,9 @@ class SelfImprovement:
         self.rounds_data.append(data)
         self.summary.append(record)
         self.write_summary()
+        if self.tracker:
+            phases = {f"seconds_{name}": sec for name, sec in (record.get("phase_seconds") or {}).items()}
+            self.tracker.log_round(k, {**self.trainer_metrics(record), **phases})
         self.log(self.progress_line(record))
         if record["stopped"]:
             stopped = record["stopped"]
@@ -571,7 +578,17 @@ class SelfImprovement:
     def run(self):
         """Every round of the recipe not yet finished in output_dir."""
         with self.holding_output_dir():
-            return self._run()
+            if "tensorboard" in reporters(self.recipe.report_to) and self.state.is_main_process:
+                self.tracker = RunTracker(self.out)  # one event log for the whole run (si_hf.tracking)
+            try:
+                return self._run()
+            finally:
+                if self.tracker:
+                    self.tracker.close()
+
+    def steps_so_far(self) -> int:
+        """Training steps of the finished rounds: where the next round's steps continue in tracking."""
+        return sum(rec.get("train_steps") or 0 for rec in self.summary)
 
     def _run(self):
         self.prepare_output_dir()

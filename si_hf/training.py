@@ -8,6 +8,7 @@ from .data import PromptMaskingCollator
 from .distributed import fsdp_on_cpu, per_device_batch_size
 from .killpoints import trainer_callbacks
 from .modeling import SIConfig, SIForCausalLM
+from .tracking import reporters
 
 # What the collator needs of a tokenized round; the Trainer's sampler reads `length` when grouping.
 TRAIN_COLUMNS = ("input_ids", "prompt_len", "length")
@@ -72,8 +73,10 @@ class LengthSplitTrainer(Trainer):
         return loss
 
 
-def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratch_dir: str) -> Trainer:
-    """A Trainer for round `round_idx`: round 0 uses the base schedule, later rounds the round schedule."""
+def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratch_dir: str,
+                 callbacks=()) -> Trainer:
+    """A Trainer for round `round_idx`: round 0 uses the base schedule, later rounds the round schedule.
+    tensorboard is left to the run's tracker (si_hf.tracking), one event log for all rounds."""
     if round_idx == 0:
         steps, warmup, decay = recipe.base_steps, recipe.base_warmup_steps, recipe.base_decay_steps
         lr = recipe.learning_rate
@@ -99,7 +102,7 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         bf16=use_bf16(recipe),
         logging_steps=recipe.logging_steps,
         save_strategy="no",
-        report_to=recipe.report_to,
+        report_to=[name for name in reporters(recipe.report_to) if name != "tensorboard"] or "none",
         run_name=f"{recipe.task}-round-{round_idx}",
         seed=recipe.seed + round_idx,
         remove_unused_columns=False,
@@ -116,5 +119,5 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         args=args,
         train_dataset=train_dataset,
         data_collator=PromptMaskingCollator(tokenizer.pad_token_id, split_pieces=True),
-        callbacks=trainer_callbacks(round_idx),  # empty unless a test asks to be killed mid-training
+        callbacks=[*callbacks, *trainer_callbacks(round_idx)],  # the latter: a test's kill hook, or none
     )
