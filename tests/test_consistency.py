@@ -30,7 +30,7 @@ def test_cut_points_respect_allowed_positions():
     assert cut_points(4, 8, allowed=lambda j: False) == []  # short enough to be one piece
 
 
-@pytest.mark.parametrize("name", ["copy", "reverse", "reverse_addition"])
+@pytest.mark.parametrize("name", ["copy", "reverse", "reverse_addition", "forward_addition"])
 def test_true_answers_of_the_pieces_compose_the_true_answer(name):
     """The structure itself is right: composing the pieces' true answers gives the true answer (the truth is
     read here only to check the task's pieces and compose, never by the filter)."""
@@ -71,6 +71,22 @@ def test_reverse_addition_carry_comes_from_the_low_part_answer():
     assert task.pieces("123+45=", 2) is None  # unequal operands: no pieces
 
 
+def test_forward_addition_carry_comes_from_the_low_part_answer():
+    task = get_task("forward_addition")
+    # 99 + 91 = 190, cut after the tens digit
+    assert task.pieces("99+91=", 1) == ["9+9=", "9+1="]
+    assert task.compose("99+91=", ["9+9=", "9+1="], ["18", "10"]) == "190"  # 18 + the carry 1, then 0
+    # the carry is the model's own: a low answer one digit long reports none
+    assert task.compose("99+91=", ["9+9=", "9+1="], ["18", "9"]) == "189"
+    assert task.compose("99+91=", ["9+9=", "9+1="], ["18", "20"]) is None  # a one-digit sum's carry is 0 or 1
+    assert task.compose("99+91=", ["9+9=", "9+1="], ["19", "10"]) is None  # 19 + 1 = 20: no two digits sum so
+    assert task.compose("99+91=", ["9+9=", "9+1="], ["18", "010"]) is None  # a malformed piece answer
+    # a cut never leaves a part beginning with 0: 504 + 101 cannot be cut after the first digit
+    assert task.pieces("504+101=", 2) == ["50+10=", "4+1="]
+    assert task.pieces("5005+1001=", 2) is None  # every part after a cut of <= 2 digits would begin with 0
+    assert task.pieces("123+45=", 2) is None  # unequal operands: no pieces
+
+
 def test_pieces_filter_keeps_only_agreeing_labels():
     task = get_task("copy")
     labels = [Label("1234=", "1234", True, composed="1234"),
@@ -103,6 +119,7 @@ def test_pieces_refused_for_a_task_without_pieces():
     assert recipe.filters == ["length", "pieces"]
     with pytest.raises(RecipeError, match="no pieces"):
         parse_recipe(["--task", "multiplication", "--filters", "pieces"])
+    assert parse_recipe(["--task", "forward_addition", "--filters", "length", "pieces"]).filters[-1] == "pieces"
 
 
 @pytest.mark.slow

@@ -102,3 +102,33 @@ class ForwardAddition(_Addition):
         n = self.max_answer_len(prompt) - 1
         return (n <= len(completion) <= n + 1 and completion.isascii() and completion.isdigit()
                 and completion[0] != "0")
+
+    def pieces(self, prompt, max_piece):
+        """The operands cut at the same places into high-to-low parts of at most max_piece digits. A cut
+        falls only where both parts after it begin with a non-zero digit, so every piece is a sum of
+        numbers without leading zeros, like the data the model learned from."""
+        a, b = self._operands(prompt)
+        if len(a) != len(b):
+            return None
+        cuts = cut_points(len(a), max_piece, allowed=lambda j: a[j] != "0" and b[j] != "0")
+        if cuts is None:
+            return None
+        return [f"{a[i:j]}+{b[i:j]}=" for i, j in zip([0, *cuts], [*cuts, len(a)])]
+
+    def compose(self, prompt, pieces, answers):
+        """Low part first: a part's answer plus the carry from the part below it (that part's answer
+        one digit longer than its operands: its leading 1), added by hand as a +1 on the model's answer,
+        never a sum; every part but the top one keeps its last n digits."""
+        composed, carry = "", 0
+        for k in range(len(pieces) - 1, -1, -1):
+            if not self.plausible(pieces[k], answers[k]):
+                return None
+            n = len(self._operands(pieces[k])[0])
+            answer = str(int(answers[k]) + carry)
+            if len(answer) == n + 2 or (len(answer) == n + 1 and answer[0] != "1"):
+                return None  # two n-digit numbers and a carry sum below 2 * 10^n
+            if k == 0:
+                return answer + composed
+            carry = len(answer) - n
+            composed = answer[carry:] + composed
+        return None
