@@ -288,6 +288,8 @@ def _check_filters(r: Recipe):
             with_pieces = ", ".join(sorted(t for t in TASKS if get_task(t).has_pieces))
             raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no pieces to check a label against "
                               f"(tasks with pieces: {with_pieces})")
+        if names[-1] == "path" and not hasattr(get_task(r.task), "follows_edges"):
+            raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no edges to follow (maze_hops, maze_nodes)")
     votes = names.count(VOTE_FILTER)
     if votes > 1:
         raise RecipeError(f"filters: at most one {VOTE_FILTER} filter, got {r.filters}")

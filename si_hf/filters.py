@@ -65,8 +65,17 @@ def pieces_filter(task: Task, labels: list[Label], max_piece: int | None = None)
     return [lab.finished and lab.composed != "" and lab.completion == lab.composed for lab in labels]
 
 
+def path_filter(task: Task, labels: list[Label]) -> list[bool]:
+    """Mazes: keep a label only if it walks the prompt's own edges from S to E, a check read from the
+    prompt alone (never the stored path). In a tree only the answer passes it, so with this filter a
+    maze run measures the loop with exact labels; without it, with the model's own."""
+    if labels and not hasattr(task, "follows_edges"):
+        raise ValueError(f"path: task {task.name!r} has no edges to follow (maze_hops and maze_nodes do)")
+    return [lab.finished and task.follows_edges(lab.prompt, lab.completion) for lab in labels]
+
+
 FILTERS = {"length": length_filter, "length_relative": length_relative_filter, "confidence": confidence_filter,
-           "pieces": pieces_filter}
+           "pieces": pieces_filter, "path": path_filter}
 
 # Filters over the labels of several models (the loop runs them, not `apply_filters`): name -> options.
 VOTE_FILTER = "majority_vote"

@@ -194,6 +194,24 @@ def test_length_filter_on_the_new_tasks():
                                 Label(mp, "5>12>3", False)]) == [True, False, False]
 
 
+def test_path_filter_keeps_only_walks_along_the_prompts_edges():
+    """Tree 5-12-3 with 7 on 12: only 5>12>3 walks the prompt's edges from 5 to 3; 5>7>3 is well formed
+    (the length filter keeps it) but 7-3 is no edge."""
+    from si_hf.filters import path_filter
+
+    maze, mp = get_task("maze_hops"), "5>3#12:5,3,7-3:12-7:12-5:12="
+    labels = [Label(mp, "5>12>3", True), Label(mp, "5>7>3", True), Label(mp, "5>12>3", False),
+              Label(mp, "5>12>7>12>3", True), Label(mp, "3>12>5", True)]
+    assert length_filter(maze, labels) == [True, True, False, False, False]
+    assert path_filter(maze, labels) == [True, False, False, False, False]
+    assert apply_filters(maze, labels, ["length", "path"])[0] == [True, False, False, False, False]
+    with pytest.raises(ValueError, match="no edges to follow"):
+        path_filter(get_task("copy"), [Label("12=", "12", True)])
+    assert parse_recipe(["--task", "maze_nodes", "--filters", "length", "path"]).filters == ["length", "path"]
+    with pytest.raises(RecipeError, match="no edges to follow"):
+        parse_recipe(["--task", "copy", "--filters", "path"])
+
+
 def test_recipe_filters_validate():
     assert parse_recipe(["--filters", "length", "length_relative"]).filters == ["length", "length_relative"]
     with pytest.raises(RecipeError, match="did you mean 'length_relative'"):

@@ -10,8 +10,9 @@ Two tasks: `maze_hops` (30 nodes, difficulty = hops between S and E) and `maze_n
 difficulty = number of nodes). A tree with h hops between S and E is a path of h+1 random labels
 S..E, then every other node attaches to a uniformly drawn node already placed.
 `valid_path` checks an answer against the prompt's graph alone (a metric independent of the stored
-answer); `plausible`, which filters self-generated labels, checks the form and never the edges:
-in a tree a simple path from S to E that follows edges is the answer itself.
+answer); `plausible`, which the length filter reads, checks the form and never the edges: in a tree a
+simple path from S to E that follows edges is the answer itself. The `path` filter (si_hf.filters) is
+that edge check, read from the prompt alone, for runs that measure what such a check is worth.
 """
 
 import math
@@ -160,6 +161,11 @@ class _Maze(Task):
         known = {node for node, _ in entries}
         return (nodes[0] == start and nodes[-1] == end and len(set(nodes)) == len(nodes)
                 and known.issuperset(nodes))
+
+    def follows_edges(self, prompt, completion) -> bool:
+        """The `path` filter's check: the completion walks the prompt's own edges from S to E
+        (`valid_path`, from the prompt alone; in a tree only the answer does)."""
+        return valid_path(prompt, completion)
 
     def num_problems(self, level):
         # A lower bound: each set of node labels and each order of the entries gives another prompt.
