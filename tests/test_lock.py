@@ -97,7 +97,9 @@ def test_a_signal_to_accelerate_launch_stops_the_run_and_leaves_no_process(tmp_p
     launcher = subprocess.Popen(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          str(REPO_ROOT / "accelerate_config.yaml"), str(REPO_ROOT / "scripts" / "run_rounds.py"), *argv],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # a shell's background job (CI under nohup, say) starts with SIGINT ignored; a user's terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while not (out / HOLDER_FILE).exists():
         assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()

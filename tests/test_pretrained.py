@@ -72,9 +72,9 @@ def test_pretrained_runs_full_and_lora(pretrained_dir, recipe_factory, run_round
     counts = {}  # run name -> (trainable, total, class) of the model each Trainer got, per round
     real_make_trainer = si_hf.rounds.make_trainer
 
-    def spy(model, tokenizer, train_dataset, recipe, round_idx, scratch_dir):
+    def spy(model, tokenizer, train_dataset, recipe, round_idx, scratch_dir, **kwargs):
         counts.setdefault(recipe.output_dir, []).append((*trainable_parameters(model), type(model).__name__))
-        return real_make_trainer(model, tokenizer, train_dataset, recipe, round_idx, scratch_dir)
+        return real_make_trainer(model, tokenizer, train_dataset, recipe, round_idx, scratch_dir, **kwargs)
 
     monkeypatch.setattr(si_hf.rounds, "make_trainer", spy)
     original = load_file(str(pretrained_dir / "model.safetensors"))
