@@ -23,6 +23,13 @@ def reporters(report_to: str) -> list[str]:
     return [] if names in ([], ["none"]) else names
 
 
+def add_scalars(writer, prefix: str, values: dict, step: int):
+    """Every number of `values` as `<prefix>/<name>` at `step` (strings and flags are not plotted)."""
+    for name, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(f"{prefix}/{name}", value, step)
+
+
 class _ContinuousSteps(TrainerCallback):
     """Writes a round's Trainer logs to the run's writer, its steps shifted past the earlier rounds'."""
 
@@ -32,10 +39,7 @@ class _ContinuousSteps(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "round" in logs:
             return  # a round's own metrics (trainer.log at its end) go against the round: log_round
-        step = self.steps_before + state.global_step
-        for name, value in logs.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(f"train/{name}", value, step)
+        add_scalars(self.writer, "train", logs, self.steps_before + state.global_step)
 
 
 class RunTracker:
@@ -51,9 +55,7 @@ class RunTracker:
         return _ContinuousSteps(self.writer, steps_before)
 
     def log_round(self, k: int, metrics: dict):
-        for name, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(f"round/{name}", value, k)
+        add_scalars(self.writer, "round", metrics, k)
         self.writer.flush()
 
     def close(self):
