@@ -70,7 +70,8 @@ def test_an_output_dir_that_is_a_file_is_named(tmp_path):
 @pytest.mark.slow
 def test_a_second_run_on_a_running_directory_is_refused_and_cannot_delete_it(tmp_path, write_recipe):
     """The race of two real runs: B (another seed, with overwrite_output_dir) starts while A trains."""
-    argv = write_recipe(tmp_path, name="race", **{**SMALL, "base_steps": 400, "num_threads": 1})
+    # A trains long enough (tens of seconds) that B, started once A holds the lock, meets it still running
+    argv = write_recipe(tmp_path, name="race", **{**SMALL, "base_steps": 4000, "num_threads": 1})
     out = tmp_path / "race"
     script = [sys.executable, str(REPO_ROOT / "scripts" / "run_rounds.py"), *argv]
     run_a = subprocess.Popen(script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
