@@ -16,8 +16,9 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# si-hf-launch is accelerate launch that exits with the script's code (2 recipe, 3 Hub, 4 rounds on disk)
 run: install
-	$(BIN)/accelerate launch --config_file accelerate_config.yaml scripts/run_rounds.py --config $(RECIPE) $(ARGS)
+	$(BIN)/si-hf-launch --config_file accelerate_config.yaml scripts/run_rounds.py --config $(RECIPE) $(ARGS)
 
 # the same recipe for several seeds, aggregated (SEEDS="0 1 2" by default)
 seeds: install

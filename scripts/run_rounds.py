@@ -1,8 +1,12 @@
 """Run a self-improvement loop from a recipe.
 
     accelerate launch scripts/run_rounds.py --config recipes/copy/tiny.yaml [--field value ...]
+
+Exits 0, or 2 (the recipe), 3 (the Hub), 4 (the rounds on disk), each with one `error:` line; under
+`accelerate launch` the shell sees 1 whatever the code, under `si-hf-launch` (si_hf/launch.py) the code.
 """
 
+import os
 import sys
 
 from si_hf.config import parse_recipe
@@ -16,7 +20,8 @@ def main(argv=None):
         recipe = parse_recipe(argv)
         SelfImprovement(recipe).run()
     except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every process reads the same recipe: one line is enough
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except HubError as err:
         print(f"error: {err}", file=sys.stderr)
