@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import si_hf  # noqa: F401  (registers the Auto classes)
 from si_hf.data import eval_problems
 from si_hf.evaluation import evaluate_levels, load_metric
-from si_hf.records import RECORD_FILE
+from si_hf.records import RECORD_FILE, RoundRecord
 from si_hf.tasks import get_task
 
 
@@ -51,9 +51,9 @@ def parse_levels(task, text: str) -> list:
     return [parse_level(task, name.strip()) for name in text.split(",")]
 
 
-def recorded_levels(task, recorded: dict | None) -> list:
+def recorded_levels(task, recorded: RoundRecord | None) -> list:
     """The levels of a round's eval.json: the task's `eval_levels` over the range they span (else 1-20)."""
-    levels = [parse_level(task, name) for name in (recorded or {}).get("accuracy_by_level", {})]
+    levels = [parse_level(task, name) for name in (recorded.accuracy_by_level if recorded else {})]
     if not levels:
         return task.eval_levels(1, 20)
     bounds = [x for level in levels for x in (level if isinstance(level, tuple) else (level,))]
@@ -70,21 +70,21 @@ def fetch(model: str, revision: str | None) -> tuple[Path, str | None]:
     return path, path.name  # the snapshot folder is named after the commit
 
 
-def recorded_eval(path: Path) -> dict | None:
+def recorded_eval(path: Path) -> RoundRecord | None:
     """The eval.json recorded when the round was trained: in a Hub snapshot, or beside a local model/."""
     for candidate in (path / RECORD_FILE, path.parent / RECORD_FILE):
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            return RoundRecord.from_json(json.loads(candidate.read_text()))
     return None
 
 
-def table(task, result: dict, recorded: dict | None) -> str:
+def table(task, result: dict, recorded: RoundRecord | None) -> str:
     head = "| level | problems | exact match |" + (" recorded in training |" if recorded else "")
     lines = [head, "|---|---|---|" + ("---|" if recorded else "")]
     for level, acc in result["by_level"].items():
         row = f"| {task.level_name(level)} | {result['count_by_level'][level]} | {acc:.3f} |"
         if recorded:
-            old = recorded["accuracy_by_level"].get(task.level_name(level))
+            old = recorded.accuracy_by_level.get(task.level_name(level))
             row += f" {'' if old is None else f'{old:.3f}'} |"
         lines.append(row)
     return "\n".join(lines) + "\n"
@@ -123,18 +123,17 @@ def main(argv=None):
         print("error: the checkpoint does not record its task; pass --task", file=sys.stderr)
         return 2
     task = get_task(task_name)
-    recorded = recorded_eval(path)
     if args.levels is not None:
         try:
             levels = parse_levels(task, args.levels)
         except ValueError as err:
             p.error(f"argument --levels: {err}")
-    else:
-        try:
-            levels = recorded_levels(task, recorded)
-        except ValueError as err:
-            print(f"error: the recorded eval.json: {err}", file=sys.stderr)
-            return 2
+    try:
+        recorded = recorded_eval(path)
+        levels = recorded_levels(task, recorded) if args.levels is None else levels
+    except ValueError as err:
+        print(f"error: the recorded eval.json: {err}", file=sys.stderr)
+        return 2
     seed = args.seed if args.seed is not None else getattr(model.config, "eval_seed", 0)
     eval_sets = {level: eval_problems(task, level, args.eval_size, seed) for level in levels}
     result = evaluate_levels(model, tokenizer, task, eval_sets, args.batch_size, args.labeler,

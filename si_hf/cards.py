@@ -3,13 +3,14 @@ table of a run. Pure rendering from round records; nothing here trains, loads a 
 Hub (links to it are only spelled).
 """
 
+import dataclasses
 import io
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from .records import parse_init_from, round_name
+from .records import LabelStats, RoundRecord, parse_init_from, round_name
 
 PLOT_FILE = "accuracy_by_level.png"
 CARD_FILE = "README.md"
@@ -32,7 +33,7 @@ def published_recipe(recipe: dict) -> str:
     return yaml.safe_dump({k: v for k, v in recipe.items() if k not in LOCAL_FIELDS}, sort_keys=False)
 
 
-def plot_accuracy(summary: list[dict]) -> bytes:
+def plot_accuracy(summary: list[RoundRecord]) -> bytes:
     """PNG: accuracy by level, one line per round (later rounds darker)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -41,16 +42,16 @@ def plot_accuracy(summary: list[dict]) -> bytes:
     ax = fig.add_subplot()
     cmap = colormaps["viridis"]
     for i, rec in enumerate(summary):
-        names = list(rec["accuracy_by_level"])  # evaluation order; pair levels read "4x5"
-        accs = [rec["accuracy_by_level"][name] for name in names]
+        names = list(rec.accuracy_by_level)  # evaluation order; pair levels read "4x5"
+        accs = [rec.accuracy_by_level[name] for name in names]
         xs = [int(n) for n in names] if all(n.isdigit() for n in names) else names
         color = cmap(0.9 - 0.8 * i / max(1, len(summary) - 1))
-        ax.plot(xs, accs, marker="o", markersize=3, color=color, label=f"round {rec['round']}")
+        ax.plot(xs, accs, marker="o", markersize=3, color=color, label=f"round {rec.round}")
     ax.set_xlabel("level")
     ax.set_ylabel("exact match")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(f"accuracy by level, rounds {summary[0]['round']}-{summary[-1]['round']}")
+    ax.set_title(f"accuracy by level, rounds {summary[0].round}-{summary[-1].round}")
     ax.legend(fontsize="small", ncol=max(1, (len(summary) + 11) // 12), loc="center left", bbox_to_anchor=(1.0, 0.5))
     return png_bytes(fig)
 
@@ -86,7 +87,7 @@ def hub_url(repo_id: str, repo_type: str = "model", revision: str | None = None)
     return f"{constants.ENDPOINT}/{prefix}{repo_id}" + (f"/tree/{revision}" if revision else "")
 
 
-def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, model_repo: str | None = None,
+def render_model_card(recipe: dict, summary: list[RoundRecord], k: int, model_dir, *, model_repo: str | None = None,
                       data_repo: str | None = None, parent: str | None = None,
                       shown_dir=None) -> tuple[str, bytes]:
     """The card (README.md text) and its plot (PNG bytes) of round k. `summary` holds rounds 0..k;
@@ -104,8 +105,8 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
         template_str=card_template("model_card.md"),
         title=f"{name} (round {k})" if model_repo else name,
         round=k, task=recipe["task"], parent=_parent_text(recipe, k, model_repo, parent),
-        levels_trained=record["levels_trained"], frontier=record["frontier"],
-        threshold=recipe.get("frontier_threshold"), labels=_labels_text(record.get("labels")),
+        levels_trained=record.levels_trained, frontier=record.frontier,
+        threshold=recipe.get("frontier_threshold"), labels=_labels_text(record.labels),
         num_hidden_layers=recipe.get("num_hidden_layers"), hidden_size=recipe.get("hidden_size"),
         position_encoding={"nope": "no positional encoding (NoPE)", "rope": "RoPE"}.get(encoding, encoding),
         num_parameters=count_parameters(model_dir), pretrained=recipe.get("model_name_or_path"),
@@ -116,7 +117,7 @@ def render_model_card(recipe: dict, summary: list[dict], k: int, model_dir, *, m
     return str(card), plot_accuracy(summary)
 
 
-def _model_card_data(task: str, k: int, name: str, record: dict, data_repo: str | None):
+def _model_card_data(task: str, k: int, name: str, record: RoundRecord, data_repo: str | None):
     """The card's metadata: tags, the dataset and one exact-match result per evaluated level."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -124,7 +125,7 @@ def _model_card_data(task: str, k: int, name: str, record: dict, data_repo: str 
         EvalResult(task_type="text-generation", dataset_type=f"si-hf/{task}", dataset_name=f"{task} held-out",
                    dataset_config=f"level_{lvl}", dataset_split="test", metric_type="exact_match",
                    metric_name=f"exact match, level {lvl}", metric_value=acc)
-        for lvl, acc in record["accuracy_by_level"].items()
+        for lvl, acc in record.accuracy_by_level.items()
     ]
     return ModelCardData(
         model_name=name, library_name="transformers", pipeline_tag="text-generation",
@@ -147,14 +148,14 @@ def _parent_text(recipe: dict, k: int, model_repo: str | None, parent: str | Non
     return parent
 
 
-def _labels_text(labels: dict | None) -> dict | None:
+def _labels_text(labels: LabelStats | None) -> dict | None:
     """The round's label counts with the kept accuracy and kept share as the card prints them."""
-    if not labels:
-        return labels
-    kept_acc = labels.get("label_accuracy_kept")
-    return {**labels,
+    if labels is None:
+        return None
+    kept_acc, share = labels.label_accuracy_kept, labels.kept_fraction
+    return {**dataclasses.asdict(labels),
             "label_accuracy_kept_text": "n/a (nothing kept)" if kept_acc is None else f"{kept_acc:.3f}",
-            "kept_fraction_text": f"{labels['kept'] / labels['labeled']:.1%}" if labels["labeled"] else "n/a"}
+            "kept_fraction_text": "n/a" if share is None else f"{share:.1%}"}
 
 
 def _load_refs(k: int, model_repo: str | None, data_repo: str | None, shown: Path) -> dict:
@@ -172,29 +173,30 @@ def _load_refs(k: int, model_repo: str | None, data_repo: str | None, shown: Pat
                 data_load=f'load_dataset("{data_repo}", revision="{rev}", split="train")' if data_repo else None)
 
 
-def write_model_card(model_dir, recipe: dict, summary: list[dict], k: int, **repos):
+def write_model_card(model_dir, recipe: dict, summary: list[RoundRecord], k: int, **repos):
     """Writes README.md and the plot into a round's model directory."""
     card, png = render_model_card(recipe, summary, k, model_dir, **repos)
     Path(model_dir, CARD_FILE).write_text(card)
     Path(model_dir, PLOT_FILE).write_bytes(png)
 
 
-def render_dataset_card(recipe: dict, summary: list[dict], rounds: list[int], *, data_repo: str,
+def render_dataset_card(recipe: dict, summary: list[RoundRecord], rounds: list[int], *, data_repo: str,
                         model_repo: str, row_counts: dict[int, int] | None = None) -> str:
     from huggingface_hub import DatasetCard, DatasetCardData
 
     latest = max(rounds)
-    by_round = {rec["round"]: rec for rec in summary}
+    by_round = {rec.round: rec for rec in summary}
     rows = []
     for j in rounds:
-        rec, labels = by_round.get(j, {}), by_round.get(j, {}).get("labels")
-        kept_acc = labels.get("label_accuracy_kept") if labels else None
+        rec = by_round.get(j)
+        labels = rec.labels if rec else None
+        kept_acc = labels.label_accuracy_kept if labels else None
         rows.append({
             "round": j,
-            "levels": rec.get("levels_trained", "?"),
-            "rows": (row_counts or {}).get(j, labels["kept"] if labels else "?"),
+            "levels": rec.levels_trained if rec else "?",
+            "rows": (row_counts or {}).get(j, labels.kept if labels else "?"),
             "label_accuracy": "ground truth" if not labels else ("n/a" if kept_acc is None else f"{kept_acc:.3f}"),
-            "kept": f"{labels['kept']}/{labels['labeled']}" if labels else "",
+            "kept": f"{labels.kept}/{labels.labeled}" if labels else "",
         })
     configs = [{"config_name": f"round_{j}", "data_files": [{"split": "train", "path": f"data/round_{j}/*.parquet"}],
                 **({"default": True} if j == latest else {})} for j in rounds]
@@ -211,55 +213,54 @@ def render_dataset_card(recipe: dict, summary: list[dict], rounds: list[int], *,
     return str(card)
 
 
-def summary_table(summary: list[dict]) -> str:
+def summary_table(summary: list[RoundRecord]) -> str:
     """Markdown table: one row per round, one accuracy column per evaluated level."""
-    levels = list(dict.fromkeys(lvl for rec in summary for lvl in rec["accuracy_by_level"]))  # eval order
+    levels = list(dict.fromkeys(lvl for rec in summary for lvl in rec.accuracy_by_level))  # eval order
     head = ["round", "trained", "frontier", *[f"@{lvl}" for lvl in levels], "label acc", "kept/labeled", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in summary:
-        lab = rec["labels"]
-        accs = [f"{rec['accuracy_by_level'][lvl]:.3f}" if lvl in rec["accuracy_by_level"] else ""
-                for lvl in levels]
-        label_acc = "" if not lab or lab["label_accuracy_kept"] is None else f"{lab['label_accuracy_kept']:.3f}"
-        kept = "" if not lab else f"{lab['kept']}/{lab['labeled']}"
-        row = [str(rec["round"]), rec["levels_trained"], str(rec["frontier"]), *accs, label_acc, kept,
-               f"{rec['wall_seconds']:.0f}"]
+        lab, acc = rec.labels, rec.accuracy_by_level
+        accs = [f"{acc[lvl]:.3f}" if lvl in acc else "" for lvl in levels]
+        label_acc = "" if not lab or lab.label_accuracy_kept is None else f"{lab.label_accuracy_kept:.3f}"
+        kept = "" if not lab else f"{lab.kept}/{lab.labeled}"
+        row = [str(rec.round), rec.levels_trained, str(rec.frontier), *accs, label_acc, kept,
+               f"{rec.wall_seconds:.0f}"]
         lines.append("| " + " | ".join(row) + " |")
     notes = []
     for rec in summary:
-        corruption = (rec.get("labels") or {}).get("corruption")
+        corruption = rec.labels.corruption if rec.labels else None
         if corruption:
-            notes.append(f"Round {rec['round']}: {corruption['corrupted']} kept labels corrupted on purpose "
+            notes.append(f"Round {rec.round}: {corruption['corrupted']} kept labels corrupted on purpose "
                          f"({corruption['mode']}, fraction {corruption['fraction']}).")
-    if summary and summary[-1].get("stopped"):
-        stopped = summary[-1]["stopped"]
+    if summary and summary[-1].stopped:
+        stopped = summary[-1].stopped
         notes.append(f"Stopped after round {stopped['round']} ({stopped['rule']}): {stopped['reason']}.")
     return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
 
 
-def plot_summary(summary: list[dict]) -> bytes:
+def plot_summary(summary: list[RoundRecord]) -> bytes:
     """PNG: the frontier and the label accuracy (kept labels) per round; corrupted rounds marked."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg, no display needed
 
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
-    rounds = [rec["round"] for rec in summary]
-    ax.plot(rounds, [rec["frontier"] for rec in summary], marker="o", color="tab:blue", label="frontier")
+    rounds = [rec.round for rec in summary]
+    ax.plot(rounds, [rec.frontier for rec in summary], marker="o", color="tab:blue", label="frontier")
     ax.set_xlabel("round")
     ax.set_ylabel("frontier", color="tab:blue")
     ax.grid(alpha=0.3)
     acc = ax.twinx()
-    points = [(rec["round"], rec["labels"]["label_accuracy_kept"]) for rec in summary
-              if rec.get("labels") and rec["labels"].get("label_accuracy_kept") is not None]
+    points = [(rec.round, rec.labels.label_accuracy_kept) for rec in summary
+              if rec.labels and rec.labels.label_accuracy_kept is not None]
     if points:
         acc.plot(*zip(*points), marker="s", color="tab:orange", label="label accuracy (kept)")
     acc.set_ylim(-0.02, 1.02)
     acc.set_ylabel("label accuracy (kept labels)", color="tab:orange")
     for rec in summary:
-        if (rec.get("labels") or {}).get("corruption"):
-            ax.axvline(rec["round"], color="tab:red", linestyle="--", alpha=0.6)
+        if rec.labels and rec.labels.corruption:
+            ax.axvline(rec.round, color="tab:red", linestyle="--", alpha=0.6)
     title = "frontier and label accuracy by round"
-    if summary and summary[-1].get("stopped"):
-        title += f" (stopped: {summary[-1]['stopped']['rule']})"
+    if summary and summary[-1].stopped:
+        title += f" (stopped: {summary[-1].stopped['rule']})"
     ax.set_title(title)
     return png_bytes(fig)

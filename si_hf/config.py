@@ -1,5 +1,6 @@
 """Recipes: one dataclass, read from YAML and overridden from the command line."""
 
+import copy
 import dataclasses
 import difflib
 import sys
@@ -12,15 +13,22 @@ from transformers import HfArgumentParser
 
 from .errors import RecipeError
 
+# Marks in a field's metadata (kept out of argparse by RecipeParser):
+RESUMABLE = "resumable"  # changes how a run is watched or how fast it goes, never what it computes: a rerun may
+#                          change it (everything else is compared with the run's recipe.yaml and its manifests)
+TRAINER = "trainer"  # passed to TrainingArguments under the same name (si_hf.training.make_trainer)
+MARKS = (RESUMABLE, TRAINER)
+
 
 @dataclass
 class Recipe:
     # What and where
-    task: str = field(default="copy", metadata={"help": "Task name (copy, reverse, reverse_addition)."})
-    output_dir: str = field(default="runs/copy-tiny", metadata={"help": "Where rounds are written."})
+    task: str = field(default="copy", metadata={"help": (
+        "copy, reverse, reverse_addition, forward_addition, multiplication, maze_hops or maze_nodes.")})
+    output_dir: str = field(default="runs/copy-tiny", metadata={"help": "Where rounds are written.", RESUMABLE: True})
     seed: int = field(default=0, metadata={"help": "Seed of data, initialization and training."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": (
-        "Delete a run of another recipe in output_dir.")})
+        "Delete a run of another recipe in output_dir."), RESUMABLE: True})
     base_examples: int | None = field(default=None, metadata={"help": (
         "Base problems to draw (default: base_steps * batch_size).")})
 
@@ -52,7 +60,7 @@ class Recipe:
     base_decay_steps: int = 500
 
     # Each later round
-    num_rounds: int = field(default=10, metadata={"help": "Self-improvement rounds after round 0."})
+    num_rounds: int = field(default=10, metadata={"help": "Self-improvement rounds after round 0.", RESUMABLE: True})
     round_steps: int = 500
     round_warmup_steps: int = 0
     round_decay_steps: int = 250
@@ -71,7 +79,7 @@ class Recipe:
         "(round-<k>/model is seed 0's, round-<k>/models/seed-<i> the others).")})
     eval_all_seeds: bool = field(default=False, metadata={"help": (
         "With num_seeds > 1, also evaluate every other lineage each round (seed_accuracy_by_level in "
-        "eval.json); the frontier is seed 0's.")})
+        "eval.json); the frontier is seed 0's."), RESUMABLE: True})  # it only adds records
 
     # Schedule: which levels each round labels
     schedule: str = field(default="plus_one", metadata={"help": (
@@ -83,10 +91,11 @@ class Recipe:
         "accelerated: most stages probed (and so labeled) in one round.")})
 
     # Stop rules (default off)
+    # (they decide only whether more rounds run, so a rerun may change them)
     stop_patience: int | None = field(default=None, metadata={"help": (
-        "Stop when the frontier has not moved for this many rounds.")})
+        "Stop when the frontier has not moved for this many rounds."), RESUMABLE: True})
     collapse_floor: float | None = field(default=None, metadata={"help": (
-        "Stop when accuracy at a level inside the previous round's frontier falls below this.")})
+        "Stop when accuracy at a level inside the previous round's frontier falls below this."), RESUMABLE: True})
 
     # Error avalanche: corrupt part of one round's labels on purpose
     corrupt_round: int | None = field(default=None, metadata={"help": (
@@ -102,11 +111,11 @@ class Recipe:
     round_learning_rate: float | None = field(default=None, metadata={"help": (
         "Peak lr in rounds >= 1 (default: learning_rate).")})
     min_lr_ratio: float = 0.01
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    adam_epsilon: float = 1e-12
-    max_grad_norm: float = 1.0
+    weight_decay: float = field(default=0.01, metadata={TRAINER: True})
+    adam_beta1: float = field(default=0.9, metadata={TRAINER: True})
+    adam_beta2: float = field(default=0.98, metadata={TRAINER: True})
+    adam_epsilon: float = field(default=1e-12, metadata={TRAINER: True})
+    max_grad_norm: float = field(default=1.0, metadata={TRAINER: True})
     group_by_length: bool = field(default=False, metadata={"help": (
         "Batch examples of similar length: less padding, but one-length batches slowed learning of copy "
         "several-fold.")})
@@ -114,7 +123,7 @@ class Recipe:
 
     # Labeling and evaluation
     labeler: str = field(default="fast", metadata={"help": "fast (bucketed KV-cache loop) or generate."})
-    label_batch_size: int = 1024
+    label_batch_size: int = field(default=1024, metadata={RESUMABLE: True})
     eval_min_level: int = 1
     eval_max_level: int = 20
     eval_size: int = field(default=1000, metadata={"help": (
@@ -124,20 +133,23 @@ class Recipe:
     frontier_threshold: float = field(default=0.99, metadata={"help": "Accuracy a level needs to count as solved."})
 
     # Progress and tracking
-    logging_steps: int = 50
-    report_to: str = field(default="none", metadata={"help": "Trainer report_to: none, tensorboard, wandb, trackio."})
-    disable_tqdm: bool = False
+    logging_steps: int = field(default=50, metadata={RESUMABLE: True, TRAINER: True})
+    report_to: str = field(default="none", metadata={"help": "Trainer report_to: none, tensorboard, wandb, trackio.",
+                                                     RESUMABLE: True})
+    disable_tqdm: bool = field(default=False, metadata={RESUMABLE: True, TRAINER: True})
+    # Threads change float sums, so the numbers: a rerun may change them, with a warning (si_hf.rounds).
     num_threads: int | None = field(default=None, metadata={"help": (
-        "CPU threads per process (default: the cores this process may use, shared among local processes).")})
+        "CPU threads per process (default: the cores this process may use, shared among local processes)."),
+        RESUMABLE: True})
 
     # The Hub: publish every round, or start from a published one
     push_to_hub: bool = field(default=False, metadata={"help": (
-        "Push each finished round to hub_model_id and hub_dataset_id.")})
+        "Push each finished round to hub_model_id and hub_dataset_id."), RESUMABLE: True})
     hub_model_id: str | None = field(default=None, metadata={"help": (
-        "Model repo (namespace/name) that gets one branch and tag round-<k> per round.")})
+        "Model repo (namespace/name) that gets one branch and tag round-<k> per round."), RESUMABLE: True})
     hub_dataset_id: str | None = field(default=None, metadata={"help": (
-        "Dataset repo for the rounds' data (default: the same id as hub_model_id).")})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repos private."})
+        "Dataset repo for the rounds' data (default: the same id as hub_model_id)."), RESUMABLE: True})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repos private.", RESUMABLE: True})
     init_from: str | None = field(default=None, metadata={"help": (
         "Start from a published round, REPO@round-<k>: the run continues with round k+1.")})
 
@@ -162,18 +174,18 @@ class Recipe:
         _check_filters(self)
         return self
 
-    # Fields that change how a run is watched or how fast it goes, never what it computes.
-    RESUMABLE_CHANGES = ("num_rounds", "report_to", "logging_steps", "disable_tqdm", "overwrite_output_dir",
-                         "label_batch_size", "output_dir", "num_threads", "push_to_hub", "hub_model_id",
-                         "hub_dataset_id", "hub_private",
-                         # the stop rules decide only whether more rounds run; eval_all_seeds only adds records
-                         "stop_patience", "collapse_floor", "eval_all_seeds")
-
     def to_dict(self):
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name for f in dataclasses.fields(Recipe)}
+RESUMABLE_CHANGES = tuple(f.name for f in dataclasses.fields(Recipe) if f.metadata.get(RESUMABLE))
+TRAINER_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.metadata.get(TRAINER))
+
+
+def trainer_arguments(recipe: Recipe) -> dict:
+    """The recipe's fields that TrainingArguments takes as they are, under the same names."""
+    return {name: getattr(recipe, name) for name in TRAINER_FIELDS}
 
 
 # Each group of the recipe checked as rows of (field, holds, what it must be), in the order a user reads them.
@@ -392,10 +404,21 @@ def check_yaml_strings(path: str, data: dict):
             raise RecipeError(f"recipe {path}: {name}={value!r}: must be {_type_name(hints[name])}")
 
 
+class RecipeParser(HfArgumentParser):
+    """HfArgumentParser, with si-hf's own field marks kept out of argparse (it takes the rest of a
+    field's metadata as add_argument's keywords)."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser, field: dataclasses.Field):
+        plain = copy.copy(field)
+        plain.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items() if k not in MARKS})
+        HfArgumentParser._parse_dataclass_field(parser, plain)
+
+
 def parse_recipe(argv: list[str] | None = None) -> Recipe:
     """`--config recipe.yaml` plus `--field value` overrides (command line wins)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(Recipe)
+    parser = RecipeParser(Recipe)
     parser.add_argument("--config", help="YAML recipe; command-line fields override it.")
     try:
         known, _ = parser.parse_known_args(argv)
@@ -403,6 +426,8 @@ def parse_recipe(argv: list[str] | None = None) -> Recipe:
             parser.set_defaults(**read_yaml(known.config))
         recipe, *_, extra = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except SystemExit as err:
+        if err.code == 0:  # --help
+            raise
         raise RecipeError("invalid command-line arguments (see the message above)") from err
     if extra:
         raise RecipeError(f"unknown command-line arguments: {' '.join(extra)}")

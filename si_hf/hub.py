@@ -26,6 +26,7 @@ from .manifest import finished_rounds, sha256_file, staged_round
 from .records import (
     RECORD_FILE,
     SUMMARY_FILE,
+    RoundRecord,
     parse_init_from,
     parse_summary,
     read_summary,
@@ -190,7 +191,7 @@ class Publisher:
         self.log(f"[round {k}] pushed to {hub_url(self.model_repo, revision=round_name(k))} and "
                  f"{hub_url(self.data_repo, 'dataset', round_name(k))}")
 
-    def push_model(self, k: int, summary: list[dict]) -> str:
+    def push_model(self, k: int, summary: list[RoundRecord]) -> str:
         from huggingface_hub import CommitOperationAdd
 
         rd = round_dir(self.out, k)
@@ -213,7 +214,7 @@ class Publisher:
 
         return self.commit_round("model", self.model_repo, k, operations, weights.name, sha256_file(weights))
 
-    def push_data(self, k: int, summary: list[dict]) -> str:
+    def push_data(self, k: int, summary: list[RoundRecord]) -> str:
         from datasets import load_from_disk
         from huggingface_hub import CommitOperationAdd
 

@@ -19,6 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .config import RESUMABLE_CHANGES
 from .errors import RoundError
 from .records import RECORD_FILE, round_dir, round_name, round_number, staging_dir
 
@@ -38,9 +39,7 @@ def sha256_file(path) -> str:
 
 def recipe_hash(recipe: dict) -> str:
     """sha256 of the recipe fields that decide what a run computes (not those a rerun may change)."""
-    from .config import Recipe
-
-    kept = {k: v for k, v in sorted(recipe.items()) if k not in Recipe.RESUMABLE_CHANGES}
+    kept = {k: v for k, v in sorted(recipe.items()) if k not in RESUMABLE_CHANGES}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 

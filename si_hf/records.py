@@ -5,9 +5,11 @@ The one place these names are spelled. Below the loop, the manifests, the cards 
 them reads and writes rounds the same way without importing the others.
 """
 
+import dataclasses
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 RECORD_FILE = "eval.json"
@@ -43,30 +45,94 @@ def parse_init_from(text: str) -> tuple[str, int]:
     return match["repo"], int(match["round"])
 
 
-def read_record(output_dir, k: int) -> dict:
-    return json.loads((round_dir(output_dir, k) / RECORD_FILE).read_text())
+@dataclass(kw_only=True)
+class LabelStats:
+    """What became of a round's self-generated labels. The accuracies compare labels with the truth, for
+    analysis only: no filter reads them."""
+
+    level: str  # the level(s) labeled, e.g. "9" or "4x5&5x4"
+    labeled: int
+    kept: int  # the rows trained on
+    label_accuracy_all: float
+    label_accuracy_kept: float | None  # None when nothing was kept
+    filters: list[dict]  # per filter step: filter, in, out, label_accuracy (and seed_label_accuracy)
+    corruption: dict | None = None  # mode, fraction, corrupted, changed, label_accuracy_kept_before
+
+    @property
+    def kept_fraction(self) -> float | None:
+        return self.kept / self.labeled if self.labeled else None
 
 
-def write_record(directory, record: dict):
-    (Path(directory) / RECORD_FILE).write_text(json.dumps(record, indent=2))
+@dataclass(kw_only=True)
+class RoundRecord:
+    """One finished round: what it trained on, how it scored, what it cost. eval.json and each line of
+    summary.jsonl hold one, as `to_json` writes it."""
+
+    round: int
+    levels_trained: str  # "1-10" in round 0 (the base range), then the labeled level(s)
+    labels: LabelStats | None = None  # None in round 0 (ground truth)
+    stage: int = 0  # the highest stage trained so far (si_hf.schedule)
+    probe: list | None = None  # accuracies of the probes of an accelerated schedule
+    frontier: int
+    exact_match: float
+    accuracy_by_level: dict[str, float]  # by level name, in evaluation order
+    eval_size_by_level: dict[str, int]
+    seed_accuracy_by_level: list[dict] | None = None  # lineages 1.. with eval_all_seeds
+    seed_frontier: list[int] | None = None
+    train_loss: float
+    train_steps: int
+    seed_train_loss: list[float] | None = None
+    wall_seconds: float
+    stopped: dict | None = None  # rule, round, reason: a stop rule ended the run here
+    phase_seconds: dict[str, float] | None = None  # probe, label, filter, train, evaluate, save
+
+    def to_json(self) -> dict:
+        """The record as JSON data; optional parts absent rather than null, as in records of older runs."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["labels"] = None if self.labels is None else _without_none(dataclasses.asdict(self.labels), OPTIONAL)
+        return _without_none(data, OPTIONAL)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RoundRecord":
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"round record with unknown fields {sorted(unknown)} (written by another si-hf?)")
+        labels = data.get("labels")
+        return cls(**{**data, "labels": None if labels is None else LabelStats(**labels)})
 
 
-def summary_text(summary: list[dict]) -> str:
-    return "".join(json.dumps(rec) + "\n" for rec in summary)
+# Written only when set: a record without them reads the same as one from before they existed.
+OPTIONAL = ("probe", "seed_accuracy_by_level", "seed_frontier", "seed_train_loss", "phase_seconds", "corruption")
 
 
-def parse_summary(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def _without_none(data: dict, names) -> dict:
+    return {key: value for key, value in data.items() if not (key in names and value is None)}
 
 
-def read_summary(output_dir, last: int | None = None) -> list[dict]:
+def read_record(output_dir, k: int) -> RoundRecord:
+    return RoundRecord.from_json(json.loads((round_dir(output_dir, k) / RECORD_FILE).read_text()))
+
+
+def write_record(directory, record: RoundRecord):
+    (Path(directory) / RECORD_FILE).write_text(json.dumps(record.to_json(), indent=2))
+
+
+def summary_text(summary: list[RoundRecord]) -> str:
+    return "".join(json.dumps(rec.to_json()) + "\n" for rec in summary)
+
+
+def parse_summary(text: str) -> list[RoundRecord]:
+    return [RoundRecord.from_json(json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+def read_summary(output_dir, last: int | None = None) -> list[RoundRecord]:
     """The records of rounds 0..last (all when last is None); [] when the run has no summary yet."""
     path = Path(output_dir) / SUMMARY_FILE
     rows = parse_summary(path.read_text()) if path.is_file() else []
-    return [row for row in rows if last is None or row["round"] <= last]
+    return [row for row in rows if last is None or row.round <= last]
 
 
-def write_summary(output_dir, summary: list[dict]):
+def write_summary(output_dir, summary: list[RoundRecord]):
     """Replaced whole, through a temporary file: a kill never leaves half a line."""
     path = Path(output_dir) / SUMMARY_FILE
     tmp = path.with_name(path.name + ".tmp")
@@ -78,5 +144,5 @@ def write_summary(output_dir, summary: list[dict]):
 TIMING_FIELDS = ("wall_seconds", "phase_seconds")
 
 
-def without_timing(record: dict) -> dict:
-    return {key: value for key, value in record.items() if key not in TIMING_FIELDS}
+def without_timing(record: RoundRecord) -> RoundRecord:
+    return dataclasses.replace(record, **{name: None for name in TIMING_FIELDS})

@@ -23,7 +23,7 @@ from transformers import set_seed
 
 from .cards import plot_summary, summary_table, write_model_card
 from .confidence import score_labels
-from .config import Recipe, recipe_warnings
+from .config import RESUMABLE_CHANGES, Recipe, recipe_warnings
 from .consistency import compose_labels
 from .corruption import corrupt_completions
 from .data import (
@@ -60,7 +60,17 @@ from .manifest import (
     verify_rounds,
 )
 from .pretrained import load_round_model, lora_adapter
-from .records import SUMMARY_FILE, read_record, read_summary, round_dir, round_name, write_record, write_summary
+from .records import (
+    SUMMARY_FILE,
+    LabelStats,
+    RoundRecord,
+    read_record,
+    read_summary,
+    round_dir,
+    round_name,
+    write_record,
+    write_summary,
+)
 from .schedule import accelerated_stages, passes, stop_decision
 from .tasks import get_task
 from .timing import PhaseTimes, phases_text
@@ -81,7 +91,7 @@ def check_output_dir(recipe: Recipe):
     new = recipe.to_dict()
     defaults = Recipe().to_dict()  # a field the saved recipe predates counts as its default
     diff = sorted(k for k in set(old) | set(new)
-                  if k not in Recipe.RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new.get(k))
+                  if k not in RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new.get(k))
     if not diff:
         if old.get("num_threads") != new["num_threads"] and finished_rounds(out):
             logger.warning("%s: num_threads was %s and is %s now: the rounds still to come are computed right, but "
@@ -150,7 +160,7 @@ class SelfImprovement:
         self.rounds_data: list[Dataset] = []
         self.hub: Publisher | None = None
         self.tracker: RunTracker | None = None  # with report_to tensorboard (set by run)
-        self.summary: list[dict] = []
+        self.summary: list[RoundRecord] = []
         # The K seed lineages (lineage 0 is the model the loop reports on) and the highest stage trained
         # (see si_hf.schedule): set by run().
         self.lineages: list = []
@@ -222,8 +232,7 @@ class SelfImprovement:
         """The highest stage trained by the finished rounds (eval.json `stage`; runs without it: +1 per round)."""
         if start == 0:
             return 0
-        record = read_record(self.out, start - 1)
-        return int(record.get("stage", start - 1))
+        return read_record(self.out, start - 1).stage
 
     # -- the steps -----------------------------------------------------------------------------
     def base_data(self) -> Dataset:
@@ -231,7 +240,7 @@ class SelfImprovement:
         n = r.base_examples or r.base_steps * r.batch_size
         return base_dataset(self.task, r.base_min_level, r.base_max_level, n, r.seed, self.held_out)
 
-    def self_labeled_data(self, model, k: int, levels: list | None = None) -> tuple[Dataset, dict]:
+    def self_labeled_data(self, model, k: int, levels: list | None = None) -> tuple[Dataset, LabelStats]:
         """Round k's kept labels at `levels` (default: the task's round_levels for k). Every lineage labels
         the same problems; the recipe's filters (the vote first) decide; with `corrupt_round` == k a
         share of the kept labels is corrupted afterwards."""
@@ -253,12 +262,11 @@ class SelfImprovement:
         completions, corruption = self.corrupted([labels[i].completion for i in rows], k)
         answers = [task.answer(p) for p in problems]
         kept_correct = [c == answers[i] for c, i in zip(completions, rows)]
-        stats = {"level": names, "labeled": len(labels), "kept": len(rows),
-                 **label_accuracy(labels, answers, label_sets, filter_stats, masks, kept_correct)}
         if corruption is not None:
             before = [labels[i].completion == answers[i] for i in rows]
             corruption["label_accuracy_kept_before"] = sum(before) / len(rows) if rows else None
-            stats["corruption"] = corruption
+        stats = LabelStats(level=names, labeled=len(labels), kept=len(rows), corruption=corruption,
+                           **label_accuracy(labels, answers, label_sets, filter_stats, masks, kept_correct))
         data = Dataset.from_dict(
             {"prompt": [prompts[i] for i in rows], "completion": completions,
              "level": level_values([problems[i] for i in rows]), "round": [k] * len(rows),
@@ -378,21 +386,19 @@ class SelfImprovement:
         training of every lineage, the evaluation, the record; then the round is saved and published."""
         start = time.time()
         self.timed = PhaseTimes()
-        data, record = self.round_data(model, k)
-        record = {"round": k, **record}
+        data, begun = self.round_data(model, k)
         with self.timed("train"):
-            trainer, model, train = self.train_lineages(model, k, data)
+            trainer, model, trained = self.train_lineages(model, k, data)
         with self.timed("evaluate"):
-            record.update(self.evaluate(model, k))
-        record.update(train, wall_seconds=round(time.time() - start, 1))
-        record["stopped"] = stop_decision(self.summary + [record], self.recipe.stop_patience,
-                                          self.recipe.collapse_floor)
+            scored = self.evaluate(model, k)
+        record = RoundRecord(round=k, **begun, **scored, **trained, wall_seconds=round(time.time() - start, 1))
+        record.stopped = stop_decision(self.summary + [record], self.recipe.stop_patience, self.recipe.collapse_floor)
         trainer.log(self.trainer_metrics(record))
         self.finish_round(model, k, data, record)
         return model
 
     def round_data(self, model, k: int) -> tuple[Dataset, dict]:
-        """Round k's training rows and the start of its record (levels, labels, stage, probe)."""
+        """Round k's training rows and the first fields of its record (levels, labels, stage, probe)."""
         r = self.recipe
         if k == 0:
             return self.base_data(), {"levels_trained": f"{r.base_min_level}-{r.base_max_level}", "labels": None,
@@ -401,13 +407,12 @@ class SelfImprovement:
             stages, probe = self.next_stages(model, k)
         levels = [level for s in stages for level in self.task.round_levels(r.base_max_level, s)]
         data, label_stats = self.self_labeled_data(model, k, levels)
-        if "corruption" in label_stats:
-            c = label_stats["corruption"]
-            self.log(f"[round {k}/{r.num_rounds}] corrupted {c['corrupted']}/{label_stats['kept']} kept labels "
+        if label_stats.corruption is not None:
+            c = label_stats.corruption
+            self.log(f"[round {k}/{r.num_rounds}] corrupted {c['corrupted']}/{label_stats.kept} kept labels "
                      f"({c['mode']}, fraction {c['fraction']})")
-        record = {"levels_trained": str(label_stats["level"]), "labels": label_stats,
-                  "stage": stages[-1]}  # the highest stage trained so far (si_hf.schedule)
-        return data, record | ({"probe": probe} if probe is not None else {})
+        # stage: the highest stage trained so far (si_hf.schedule)
+        return data, {"levels_trained": label_stats.level, "labels": label_stats, "stage": stages[-1], "probe": probe}
 
     def train_lineages(self, model, k: int, data: Dataset):
         """Trains every lineage on round k's rows; returns the first's Trainer and model and what the
@@ -418,8 +423,9 @@ class SelfImprovement:
         for i, m in enumerate(self.lineages[1:], 1):
             _, seed_result, self.lineages[i] = self.train(m, k, data, lineage=i)
             seed_losses.append(seed_result.training_loss)
-        record = {"train_loss": result.training_loss, "train_steps": result.global_step}
-        return trainer, model, record | ({"seed_train_loss": seed_losses} if seed_losses else {})  # lineages 1..
+        trained = {"train_loss": result.training_loss, "train_steps": result.global_step,
+                   "seed_train_loss": seed_losses or None}  # lineages 1..
+        return trainer, model, trained
 
     def evaluate(self, model, k: int) -> dict:
         """Round k's held-out evaluation (the full sets in the last round): accuracy by level, frontier."""
@@ -433,44 +439,43 @@ class SelfImprovement:
         def frontier(e):
             return task.frontier(e["by_level"], r.frontier_threshold, e["count_by_level"])
 
+        def named(by_level):
+            return {task.level_name(lvl): value for lvl, value in by_level.items()}
+
         ev = run(model)
-        record = {
-            "frontier": frontier(ev), "exact_match": ev["exact_match"],
-            "accuracy_by_level": {task.level_name(lvl): acc for lvl, acc in ev["by_level"].items()},
-            "eval_size_by_level": {task.level_name(lvl): n for lvl, n in ev["count_by_level"].items()},
-        }
         seed_evals = [run(m) for m in (self.lineages[1:] if r.eval_all_seeds else [])]
-        if seed_evals:
-            record["seed_accuracy_by_level"] = [
-                {task.level_name(lvl): acc for lvl, acc in e["by_level"].items()} for e in seed_evals]
-            record["seed_frontier"] = [frontier(e) for e in seed_evals]
-        return record
+        return {
+            "frontier": frontier(ev), "exact_match": ev["exact_match"],
+            "accuracy_by_level": named(ev["by_level"]), "eval_size_by_level": named(ev["count_by_level"]),
+            "seed_accuracy_by_level": [named(e["by_level"]) for e in seed_evals] or None,
+            "seed_frontier": [frontier(e) for e in seed_evals] or None,
+        }
 
     @staticmethod
-    def trainer_metrics(record: dict) -> dict:
+    def trainer_metrics(record: RoundRecord) -> dict:
         """What the round adds to the Trainer's log (tensorboard): frontier, accuracies, label quality."""
-        labels = record["labels"]
+        labels = record.labels
         return {
-            "round": record["round"], "frontier": record["frontier"],
-            **{f"accuracy_level_{lvl}": acc for lvl, acc in record["accuracy_by_level"].items()},
-            **({"label_accuracy_kept": labels["label_accuracy_kept"] or 0.0,
-                "kept_fraction": labels["kept"] / labels["labeled"]} if labels else {}),
+            "round": record.round, "frontier": record.frontier,
+            **{f"accuracy_level_{lvl}": acc for lvl, acc in record.accuracy_by_level.items()},
+            **({"label_accuracy_kept": labels.label_accuracy_kept or 0.0,
+                "kept_fraction": labels.kept_fraction or 0.0} if labels else {}),
         }
 
-    def finish_round(self, model, k: int, data: Dataset, record: dict):
+    def finish_round(self, model, k: int, data: Dataset, record: RoundRecord):
         """Saves round k, adds it to the run (mixture, summary, progress) and publishes it."""
         self.save_round(model, k, data, record)
         kill_point("saved", k)  # a test hook (si_hf.killpoints)
-        self.stage = record["stage"]
+        self.stage = record.stage
         self.rounds_data.append(data)
         self.summary.append(record)
         self.write_summary()
         if self.tracker:
-            phases = {f"seconds_{name}": sec for name, sec in (record.get("phase_seconds") or {}).items()}
+            phases = {f"seconds_{name}": sec for name, sec in (record.phase_seconds or {}).items()}
             self.tracker.log_round(k, {**self.trainer_metrics(record), **phases})
         self.log(self.progress_line(record))
-        if record["stopped"]:
-            stopped = record["stopped"]
+        if record.stopped:
+            stopped = record.stopped
             self.log(f"[round {k}/{self.recipe.num_rounds}] stopping ({stopped['rule']}): {stopped['reason']}")
         self.publish(k)
 
@@ -480,10 +485,10 @@ class SelfImprovement:
             self.hub.publish_round(k)
         self.state.wait_for_everyone()
 
-    def save_round(self, model, k: int, data: Dataset, record: dict):
+    def save_round(self, model, k: int, data: Dataset, record: RoundRecord):
         """Writes round k's directory (the main process); its record holds the time of every phase,
         the save's included (all of it but the record file itself)."""
-        record["phase_seconds"] = self.timed.record()  # what the other processes record
+        record.phase_seconds = self.timed.record()  # what the other processes record
         if self.state.is_main_process:
             # Written into .round-<k>.tmp; the manifest last, then renamed to round-<k> (si_hf.manifest). On an
             # error (a full disk included) the temporary directory is removed and no round-<k> appears.
@@ -491,11 +496,11 @@ class SelfImprovement:
             with staged_round(self.out, k, self.recipe.to_dict(), parent) as tmp:
                 with self.timed("save"):
                     self._write_round(tmp, model, k, data, record)
-                record["phase_seconds"] = self.timed.record()
+                record.phase_seconds = self.timed.record()
                 write_record(tmp, record)
         self.state.wait_for_everyone()
 
-    def _write_round(self, tmp, model, k: int, data: Dataset, record: dict):
+    def _write_round(self, tmp, model, k: int, data: Dataset, record: RoundRecord):
         model.save_pretrained(tmp / "model")
         self.tokenizer.save_pretrained(tmp / "model")
         for i, extra in enumerate(self.lineages[1:], 1):  # the other seed lineages
@@ -508,22 +513,20 @@ class SelfImprovement:
                          parent=parent_of(self.out, k), shown_dir=round_dir(self.out, k) / "model", **repos)
 
     # -- reporting -----------------------------------------------------------------------------
-    def progress_line(self, rec: dict) -> str:
+    def progress_line(self, rec: RoundRecord) -> str:
         R = self.recipe.num_rounds
-        acc = rec["accuracy_by_level"]
-        phases = phases_text(rec.get("phase_seconds") or {})
-        time_part = f"{rec['wall_seconds']:.0f}s" + (f" ({phases})" if phases else "")
-        if rec["labels"]:
-            lab = rec["labels"]
-            lvl = lab["level"].split("&")[0]
-            kept_acc = lab["label_accuracy_kept"]
-            label_part = (f"kept {lab['kept']}/{lab['labeled']} | label acc {kept_acc:.3f}" if kept_acc is not None
-                          else f"kept 0/{lab['labeled']}")
-            return (f"[round {rec['round']}/{R}] level {lvl} | {label_part} | "
-                    f"acc@{lvl} {acc.get(lvl, float('nan')):.3f}"
-                    f" | frontier {rec['frontier']} | {time_part}")
-        return (f"[round 0/{R}] base levels {rec['levels_trained']} | frontier {rec['frontier']} | "
-                f"exact match {rec['exact_match']:.3f} | {time_part}")
+        phases = phases_text(rec.phase_seconds or {})
+        time_part = f"{rec.wall_seconds:.0f}s" + (f" ({phases})" if phases else "")
+        if rec.labels:
+            lab = rec.labels
+            lvl = lab.level.split("&")[0]
+            label_part = (f"kept {lab.kept}/{lab.labeled} | label acc {lab.label_accuracy_kept:.3f}"
+                          if lab.label_accuracy_kept is not None else f"kept 0/{lab.labeled}")
+            return (f"[round {rec.round}/{R}] level {lvl} | {label_part} | "
+                    f"acc@{lvl} {rec.accuracy_by_level.get(lvl, float('nan')):.3f}"
+                    f" | frontier {rec.frontier} | {time_part}")
+        return (f"[round 0/{R}] base levels {rec.levels_trained} | frontier {rec.frontier} | "
+                f"exact match {rec.exact_match:.3f} | {time_part}")
 
     def write_summary(self):
         if not self.state.is_main_process:
@@ -588,7 +591,7 @@ class SelfImprovement:
 
     def steps_so_far(self) -> int:
         """Training steps of the finished rounds: where the next round's steps continue in tracking."""
-        return sum(rec.get("train_steps") or 0 for rec in self.summary)
+        return sum(rec.train_steps for rec in self.summary)
 
     def _run(self):
         self.prepare_output_dir()
@@ -604,6 +607,6 @@ class SelfImprovement:
             return self.summary
         for k in range(start, self.recipe.num_rounds + 1):
             model = self.run_round(model, k)
-            if self.summary[-1].get("stopped"):
+            if self.summary[-1].stopped:
                 break
         return self.summary

@@ -10,6 +10,8 @@ multiplication). A run remembers the highest stage it trained (`stage` in eval.j
   passing stage, and at least one.
 """
 
+from .records import RoundRecord
+
 SCHEDULES = ("plus_one", "accelerated")
 
 
@@ -37,7 +39,7 @@ def level_rank(name: str) -> int:
     return max(int(part) for part in str(name).split("x"))
 
 
-def stop_decision(summary: list[dict], patience: int | None = None, collapse_floor: float | None = None
+def stop_decision(summary: list[RoundRecord], patience: int | None = None, collapse_floor: float | None = None
                   ) -> dict | None:
     """Whether the run stops after the last round of `summary` (records of rounds 0..k, in order).
 
@@ -51,17 +53,17 @@ def stop_decision(summary: list[dict], patience: int | None = None, collapse_flo
         return None
     last = summary[-1]
     if collapse_floor is not None and len(summary) >= 2:
-        previous = summary[-2]["frontier"]
-        fallen = [name for name, acc in last["accuracy_by_level"].items()
+        previous = summary[-2].frontier
+        fallen = [name for name, acc in last.accuracy_by_level.items()
                   if level_rank(name) <= previous and acc < collapse_floor]
         if fallen:
-            accs = ", ".join(f"{name}: {last['accuracy_by_level'][name]:.3f}" for name in fallen)
-            return {"rule": "collapse_floor", "round": last["round"],
+            accs = ", ".join(f"{name}: {last.accuracy_by_level[name]:.3f}" for name in fallen)
+            return {"rule": "collapse_floor", "round": last.round,
                     "reason": f"accuracy fell below {collapse_floor} inside the previous frontier {previous} ({accs})"}
     if patience is not None and len(summary) > patience:
-        fronts = [rec["frontier"] for rec in summary]
+        fronts = [rec.frontier for rec in summary]
         before, recent = max(fronts[:-patience]), max(fronts[-patience:])
         if recent <= before:
-            return {"rule": "stop_patience", "round": last["round"],
+            return {"rule": "stop_patience", "round": last.round,
                     "reason": f"the frontier has not moved past {before} for {patience} round(s)"}
     return None

@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 from .cards import png_bytes
-from .records import SUMMARY_FILE, read_summary
+from .records import SUMMARY_FILE, RoundRecord, read_summary
 
 
 def seed_dirs(output_dir) -> dict[int, Path]:
@@ -25,25 +25,25 @@ def seed_dirs(output_dir) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def read_records(run_dir) -> list[dict]:
+def read_records(run_dir) -> list[RoundRecord]:
     """A run's round records (summary.jsonl, one per finished round)."""
     return read_summary(run_dir)
 
 
-def seed_result(records: list[dict]) -> dict:
+def seed_result(records: list[RoundRecord]) -> dict:
     """One seed's run, in brief."""
     last = records[-1]
-    kept = [(rec["labels"] or {}).get("label_accuracy_kept") for rec in records[1:]]
+    kept = [rec.labels.label_accuracy_kept if rec.labels else None for rec in records[1:]]
     return {
-        "rounds": last["round"],
-        "frontier_by_round": [rec["frontier"] for rec in records],
-        "final_frontier": last["frontier"],
-        "final_accuracy_by_level": last["accuracy_by_level"],
-        "round0_accuracy_by_level": records[0]["accuracy_by_level"],
+        "rounds": last.round,
+        "frontier_by_round": [rec.frontier for rec in records],
+        "final_frontier": last.frontier,
+        "final_accuracy_by_level": last.accuracy_by_level,
+        "round0_accuracy_by_level": records[0].accuracy_by_level,
         "label_accuracy_kept_by_round": kept,
         "min_label_accuracy_kept": min((a for a in kept if a is not None), default=None),
-        "kept_by_round": [(rec["labels"] or {}).get("kept") for rec in records[1:]],
-        "wall_seconds": round(sum(rec["wall_seconds"] for rec in records), 1),
+        "kept_by_round": [rec.labels.kept if rec.labels else None for rec in records[1:]],
+        "wall_seconds": round(sum(rec.wall_seconds for rec in records), 1),
     }
 
 
@@ -51,7 +51,7 @@ def _spread(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def aggregate(runs: dict[int, list[dict]]) -> dict:
+def aggregate(runs: dict[int, list[RoundRecord]]) -> dict:
     """{seed: round records} -> per seed (`seed_result`) and across seeds (min / median / max)."""
     if not runs:
         raise ValueError("no seed runs to aggregate")

@@ -4,6 +4,7 @@ import torch
 from accelerate import PartialState
 from transformers import Trainer, TrainingArguments
 
+from .config import trainer_arguments
 from .data import PromptMaskingCollator
 from .distributed import fsdp_on_cpu, per_device_batch_size
 from .killpoints import trainer_callbacks
@@ -94,13 +95,7 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         warmup_steps=warmup,
         lr_scheduler_kwargs={"num_decay_steps": decay, "min_lr_ratio": recipe.min_lr_ratio, "decay_type": "cosine"},
         optim="adamw_torch",
-        weight_decay=recipe.weight_decay,
-        adam_beta1=recipe.adam_beta1,
-        adam_beta2=recipe.adam_beta2,
-        adam_epsilon=recipe.adam_epsilon,
-        max_grad_norm=recipe.max_grad_norm,
         bf16=use_bf16(recipe),
-        logging_steps=recipe.logging_steps,
         save_strategy="no",
         report_to=[name for name in reporters(recipe.report_to) if name != "tensorboard"] or "none",
         run_name=f"{recipe.task}-round-{round_idx}",
@@ -110,7 +105,7 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         length_column_name="length",
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=recipe.disable_tqdm,
+        **trainer_arguments(recipe),  # weight decay, Adam, clipping, logging, tqdm: as the recipe has them
     )
     # Only the token columns travel to the collator: no per-row conversion of the text columns.
     train_dataset = train_dataset.select_columns([c for c in TRAIN_COLUMNS if c in train_dataset.column_names])

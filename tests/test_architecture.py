@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from synthetic_records import round_record
 
 from si_hf import records
 from si_hf.timing import PhaseTimes, phases_text
@@ -91,12 +92,23 @@ def test_round_names_and_summary_round_trip(tmp_path):
     assert records.staging_dir(tmp_path, 2).name == ".round-2.tmp"
     assert records.parse_init_from("me/copy@round-4") == ("me/copy", 4)
     assert records.read_summary(tmp_path) == []
-    rows = [{"round": k, "frontier": 10 + k, "wall_seconds": 1.5, "phase_seconds": {"train": 1.0}} for k in range(3)]
+    rows = [round_record(k, 10 + k, {"1": 1.0}, labels=None if k == 0 else {"kept": k}, wall_seconds=1.5,
+                         phase_seconds={"train": 1.0}) for k in range(3)]
     records.write_summary(tmp_path, rows)
     assert records.read_summary(tmp_path) == rows and records.read_summary(tmp_path, last=1) == rows[:2]
-    assert [json.loads(line) for line in (tmp_path / "summary.jsonl").read_text().splitlines()] == rows
+    lines = [json.loads(line) for line in (tmp_path / "summary.jsonl").read_text().splitlines()]
+    assert lines == [rec.to_json() for rec in rows] and lines[2]["labels"]["kept"] == 2
+    assert "probe" not in lines[0] and "corruption" not in lines[1]["labels"]  # absent, not null, when unset
     assert not list(tmp_path.glob("*.tmp"))
-    assert records.without_timing(rows[0]) == {"round": 0, "frontier": 10}
+    untimed = records.without_timing(rows[0])
+    assert (untimed.wall_seconds, untimed.phase_seconds, untimed.frontier) == (None, None, 10)
+
+
+def test_a_record_with_unknown_fields_is_refused_by_name():
+    data = round_record(0, 3, {"1": 1.0}).to_json()
+    assert records.RoundRecord.from_json(data) == round_record(0, 3, {"1": 1.0})
+    with pytest.raises(ValueError, match="unknown fields \\['colour'\\]"):
+        records.RoundRecord.from_json({**data, "colour": "red"})
 
 
 def test_phase_times_add_up_per_phase():

@@ -3,7 +3,16 @@
 import pytest
 import yaml
 
-from si_hf.config import Recipe, RecipeError, parse_recipe, recipe_warnings
+from si_hf.config import (
+    RESUMABLE_CHANGES,
+    TRAINER_FIELDS,
+    Recipe,
+    RecipeError,
+    parse_recipe,
+    recipe_warnings,
+    trainer_arguments,
+)
+from si_hf.tasks import TASKS, get_task
 
 
 def _yaml(tmp_path, text, name="recipe.yaml"):
@@ -204,3 +213,36 @@ def test_more_labels_than_a_level_holds_are_warned_about(capsys):
     assert "warning: level 1 gave only" in out and "labels_per_round=100" in out
     loop.fresh_problems(1, [12])
     assert "warning" not in capsys.readouterr().out
+
+
+def test_resumable_fields_are_marked_on_the_field_and_hidden_from_the_help(capsys):
+    """The marks decide what a rerun may change (and so the recipe hash in every manifest)."""
+    assert set(RESUMABLE_CHANGES) == {
+        "num_rounds", "report_to", "logging_steps", "disable_tqdm", "overwrite_output_dir", "label_batch_size",
+        "output_dir", "num_threads", "push_to_hub", "hub_model_id", "hub_dataset_id", "hub_private",
+        "stop_patience", "collapse_floor", "eval_all_seeds"}
+    with pytest.raises(SystemExit) as exit_info:
+        parse_recipe(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--num_threads" in text and "resumable" not in text
+    for task in TASKS:  # the task help names every task
+        assert task in Recipe.__dataclass_fields__["task"].metadata["help"]
+
+
+def test_the_trainer_gets_the_marked_fields_as_the_recipe_has_them(tmp_path):
+    from datasets import Dataset
+
+    from si_hf.tokenization import task_tokenizer
+    from si_hf.training import build_model, make_trainer
+
+    recipe = parse_recipe(["--num_hidden_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2",
+                           "--intermediate_size", "64", "--weight_decay", "0.3", "--adam_beta2", "0.9",
+                           "--max_grad_norm", "0.5", "--logging_steps", "7", "--disable_tqdm", "true"])
+    tokenizer = task_tokenizer(get_task("copy"))
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3]], "prompt_len": [1]})
+    args = make_trainer(build_model(recipe, tokenizer), tokenizer, data, recipe, 1, str(tmp_path)).args
+    assert set(TRAINER_FIELDS) == {"weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
+                                   "logging_steps", "disable_tqdm"}
+    assert {name: getattr(args, name) for name in TRAINER_FIELDS} == trainer_arguments(recipe)
+    assert (args.weight_decay, args.adam_beta2, args.max_grad_norm, args.logging_steps) == (0.3, 0.9, 0.5, 7)

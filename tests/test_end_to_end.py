@@ -134,7 +134,7 @@ def test_each_phase_of_a_round_is_timed(micro_run):
             "probe", "label", "filter", "train", "evaluate", "save"]
         assert list(phases) == expected
         assert all(s >= 0 for s in phases.values()) and phases["train"] > 0
-        assert phases == read_record(micro_run.out, rec["round"])["phase_seconds"]
+        assert phases == read_record(micro_run.out, rec["round"]).phase_seconds
     line = next(line for line in micro_run.log1.splitlines() if line.startswith("[round 1/2]"))
     assert f"train {summary[1]['phase_seconds']['train']:.0f}s" in line and "label " in line and "save " in line
 

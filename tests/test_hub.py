@@ -18,11 +18,12 @@ import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file
+from synthetic_records import round_record
 
 from conftest import LOCAL_HUB_TOKEN
 from si_hf import cards, hub, records
-from si_hf.config import RecipeError, parse_recipe
-from si_hf.records import without_timing
+from si_hf.config import RESUMABLE_CHANGES, RecipeError, parse_recipe
+from si_hf.records import read_record, without_timing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPO = "si-tests/copy-rounds"
@@ -302,8 +303,7 @@ def test_a_run_continues_from_a_hub_round(local_hub, published, write_recipe):
             (source / f"round-{k}" / "eval.json").read_text())
         assert files_under(out / f"round-{k}" / "data").keys() >= {"data-00000-of-00001.arrow"}
     # Round 2 from the Hub's round 1 is the round 2 of the original run.
-    assert without_timing(json.loads((out / "round-2" / "eval.json").read_text())) == without_timing(
-        json.loads((source / "round-2" / "eval.json").read_text()))
+    assert without_timing(read_record(out, 2)) == without_timing(read_record(source, 2))
     a, b = (load_file(str(d / "round-2" / "model" / "model.safetensors")) for d in (out, source))
     assert all(torch.equal(a[n], b[n]) for n in a)
     # Only its own round is pushed; its dataset repo gets every round's data, and its card the parent.
@@ -331,15 +331,13 @@ def test_init_from_and_push_settings_are_checked(tmp_path, write_recipe):
         parse_recipe(argv + ["--push_to_hub", "true"])
     recipe = parse_recipe(argv + ["--push_to_hub", "true", "--hub_model_id", "me/x", "--hub_private", "true"])
     assert recipe.hub_dataset_id is None and recipe.hub_private is True
-    assert {"push_to_hub", "hub_model_id", "hub_dataset_id", "hub_private"} <= set(recipe.RESUMABLE_CHANGES)
+    assert {"push_to_hub", "hub_model_id", "hub_dataset_id", "hub_private"} <= set(RESUMABLE_CHANGES)
 
 
 def test_local_card_has_the_table_the_plot_and_local_load_lines(tmp_path, make_model):
     model_dir = tmp_path / "round-1" / "model"
     make_model().save_pretrained(model_dir)
-    records = [{"round": k, "levels_trained": "1-4" if k == 0 else str(4 + k), "frontier": 3 + k,
-                "accuracy_by_level": {"1": 1.0, "5": 0.5 * k}, "labels": None if k == 0 else
-                {"level": 5, "labeled": 10, "kept": 8, "label_accuracy_kept": 0.875}, "wall_seconds": 1.0}
+    records = [round_record(k, 3 + k, {"1": 1.0, "5": 0.5 * k}, labels=None if k == 0 else {"level": "5"})
                for k in range(2)]
     recipe = parse_recipe(["--task", "copy"]).to_dict()
     cards.write_model_card(model_dir, recipe, records, 1)

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 from datasets import load_from_disk
+from synthetic_records import round_record
 
 from conftest import SMALL
 from si_hf import SIForCausalLM
 from si_hf.cards import plot_summary, summary_table
-from si_hf.config import Recipe, RecipeError, parse_recipe
+from si_hf.config import RESUMABLE_CHANGES, RecipeError, parse_recipe
 from si_hf.corruption import corrupt_completion, corrupt_completions
 from si_hf.filters import select_labels
 from si_hf.labeling import Label, greedy_label
@@ -168,7 +169,7 @@ def test_accelerated_micro_run(recipe_factory, run_rounds_main):
 # -- stop rules ------------------------------------------------------------------------------------
 
 def _rec(k, front, accs=None):
-    return {"round": k, "frontier": front, "accuracy_by_level": accs or {}}
+    return round_record(k, front, accs)
 
 
 def test_stop_patience():
@@ -187,8 +188,8 @@ def test_stop_patience():
 
 def test_collapse_floor():
     prev = _rec(0, 5, {str(n): 1.0 for n in range(1, 8)})
-    fine = _rec(1, 6, {**prev["accuracy_by_level"], "6": 0.995, "7": 0.1})
-    fallen = _rec(1, 2, {**prev["accuracy_by_level"], "3": 0.4})
+    fine = _rec(1, 6, {**prev.accuracy_by_level, "6": 0.995, "7": 0.1})
+    fallen = _rec(1, 2, {**prev.accuracy_by_level, "3": 0.4})
     assert stop_decision([prev, fine], collapse_floor=0.5) is None  # level 7 is outside frontier 5
     stopped = stop_decision([prev, fallen], collapse_floor=0.5)
     assert stopped["rule"] == "collapse_floor" and "3: 0.400" in stopped["reason"]
@@ -266,14 +267,11 @@ def test_corrupt_completions_fraction_and_seed():
 # -- records ---------------------------------------------------------------------------------------
 
 def test_summary_notes_and_plot():
-    labels = {"level": "5", "labeled": 10, "kept": 8, "label_accuracy_kept": 0.5, "label_accuracy_all": 0.4,
-              "filters": [], "corruption": {"mode": "digits", "fraction": 0.5, "corrupted": 4, "changed": 4,
-                                            "label_accuracy_kept_before": 1.0}}
+    labels = {"label_accuracy_kept": 0.5, "corruption": {"mode": "digits", "fraction": 0.5, "corrupted": 4,
+                                                         "changed": 4, "label_accuracy_kept_before": 1.0}}
     summary = [
-        {"round": 0, "levels_trained": "1-4", "frontier": 4, "accuracy_by_level": {"4": 1.0}, "labels": None,
-         "wall_seconds": 1.0, "stopped": None},
-        {"round": 1, "levels_trained": "5", "frontier": 4, "accuracy_by_level": {"4": 1.0}, "labels": labels,
-         "wall_seconds": 1.0, "stopped": {"rule": "stop_patience", "round": 1, "reason": "stuck"}},
+        round_record(0, 4, {"4": 1.0}),
+        round_record(1, 4, {"4": 1.0}, labels, stopped={"rule": "stop_patience", "round": 1, "reason": "stuck"}),
     ]
     md = summary_table(summary)
     assert "Round 1: 4 kept labels corrupted on purpose (digits, fraction 0.5)." in md
@@ -291,4 +289,4 @@ def test_a_run_older_than_the_new_fields_still_resumes(tmp_path):
     check_output_dir(recipe)  # missing fields count as their defaults
     with pytest.raises(RecipeError, match="schedule"):
         check_output_dir(parse_recipe(["--output_dir", str(tmp_path), "--schedule", "accelerated"]))
-    assert {"stop_patience", "collapse_floor"} <= set(Recipe.RESUMABLE_CHANGES)
+    assert {"stop_patience", "collapse_floor"} <= set(RESUMABLE_CHANGES)

@@ -10,8 +10,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from synthetic_records import round_record
 
 from si_hf.cards import render_dataset_card, render_model_card
+from si_hf.records import summary_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,10 +21,8 @@ RECIPE = {"task": "copy", "base_min_level": 1, "base_max_level": 4, "eval_min_le
           "frontier_threshold": 0.99, "num_hidden_layers": 2, "hidden_size": 64, "position_encoding": "nope",
           "filters": ["length"]}
 SUMMARY = [
-    {"round": 0, "levels_trained": "1-4", "frontier": 2, "accuracy_by_level": {"1": 1.0, "2": 0.995, "3": 0.5},
-     "labels": None, "wall_seconds": 3.0},
-    {"round": 1, "levels_trained": "5", "frontier": 3, "accuracy_by_level": {"1": 1.0, "2": 1.0, "3": 0.995},
-     "labels": {"labeled": 10, "kept": 8, "label_accuracy_kept": 0.875}, "wall_seconds": 2.0},
+    round_record(0, 2, {"1": 1.0, "2": 0.995, "3": 0.5}, wall_seconds=3.0),
+    round_record(1, 3, {"1": 1.0, "2": 1.0, "3": 0.995}, labels={}, wall_seconds=2.0),
 ]
 
 # Run by the installed copy, from a directory outside the checkout: prints both cards as JSON.
@@ -32,10 +32,11 @@ RENDER = textwrap.dedent("""
 
     import si_hf
     from si_hf.cards import render_dataset_card, render_model_card
+    from si_hf.records import parse_summary
 
     site, model_dir = Path(sys.argv[1]), Path(sys.argv[2])
     assert Path(si_hf.__file__).resolve().is_relative_to(site.resolve()), si_hf.__file__
-    recipe, summary = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+    recipe, summary = json.loads(sys.argv[3]), parse_summary(sys.argv[4])
     card, _ = render_model_card(recipe, summary, 1, model_dir, model_repo="user/copy-rounds", data_repo="user/data")
     data = render_dataset_card(recipe, summary, [0, 1], data_repo="user/data", model_repo="user/copy-rounds")
     print(json.dumps({"model_card": card, "dataset_card": data, "si_hf": si_hf.__file__}))
@@ -80,7 +81,7 @@ def test_an_installed_wheel_renders_the_cards(wheel, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(site)
     proc = subprocess.run([sys.executable, "-c", RENDER, str(site), str(model_dir), json.dumps(RECIPE),
-                           json.dumps(SUMMARY)], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+                           summary_text(SUMMARY)], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     installed = json.loads(proc.stdout.splitlines()[-1])
     assert installed["si_hf"].startswith(str(site))

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from synthetic_records import round_record
 
 from conftest import SMALL
+from si_hf.records import write_summary
 from si_hf.seeds import aggregate, plot_seeds, seeds_table, write_aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,12 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _records(fronts, final, kept):
     """Round records as the loop writes them (only the fields the aggregation reads)."""
-    recs = [{"round": 0, "frontier": fronts[0], "accuracy_by_level": {"1": 1.0, "2": 0.5}, "labels": None,
-             "wall_seconds": 60.0}]
+    recs = [round_record(0, fronts[0], {"1": 1.0, "2": 0.5}, wall_seconds=60.0)]
     for k, (front, acc) in enumerate(zip(fronts[1:], kept), 1):
-        recs.append({"round": k, "frontier": front, "accuracy_by_level": {"1": 1.0, "2": 0.9},
-                     "labels": {"label_accuracy_kept": acc, "kept": 100}, "wall_seconds": 30.0})
-    recs[-1]["accuracy_by_level"] = final
+        recs.append(round_record(k, front, {"1": 1.0, "2": 0.9}, {"label_accuracy_kept": acc, "kept": 100},
+                                 wall_seconds=30.0))
+    recs[-1].accuracy_by_level = final
     return recs
 
 
@@ -53,7 +54,7 @@ def test_write_aggregate_reads_seed_directories(tmp_path):
         d = tmp_path / f"seed-{seed}"
         d.mkdir()
         recs = _records(fronts, {"1": 1.0, "2": 1.0}, [1.0])
-        (d / "summary.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        write_summary(d, recs)
     (tmp_path / "seed-x").mkdir()  # not a seed run
     agg = write_aggregate(tmp_path)
     assert list(agg["seeds"]) == [0, 3]
