@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import difflib
+import importlib.util
 import sys
 import types
 import typing
@@ -12,6 +13,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .errors import RecipeError
+from .tracking import TRACKED, reporters
 
 # Marks in a field's metadata (kept out of argparse by RecipeParser):
 RESUMABLE = "resumable"  # changes how a run is watched or how fast it goes, never what it computes: a rerun may
@@ -266,7 +268,9 @@ def _control_rows(r: Recipe, corrupt_modes):
             ("corrupt_fraction", 0.0 <= r.corrupt_fraction <= 1.0, "must be in [0, 1]"),
             ("corrupt_mode", r.corrupt_mode in corrupt_modes, f"must be one of {', '.join(corrupt_modes)}"),
             ("logging_steps", r.logging_steps > 0, "must be positive"),
-            ("num_threads", r.num_threads is None or r.num_threads >= 1, "must be >= 1 (or unset)")]
+            ("num_threads", r.num_threads is None or r.num_threads >= 1, "must be >= 1 (or unset)"),
+            ("report_to", all(importlib.util.find_spec(name) for name in reporters(r.report_to) if name in TRACKED),
+             "names a tracker that is not installed (pip install it, or drop it)")]
 
 
 def _check_start_and_hub(r: Recipe):

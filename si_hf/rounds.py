@@ -75,7 +75,7 @@ from .schedule import accelerated_stages, passes, stop_decision
 from .tasks import get_task
 from .timing import PhaseTimes, phases_text
 from .tokenization import task_tokenizer
-from .tracking import RunTracker, reporters
+from .tracking import TRACKED, RunTracker, reporters
 from .training import build_model, make_trainer
 
 logger = logging.getLogger("si_hf")
@@ -159,7 +159,7 @@ class SelfImprovement:
         self.held_out = {self.task.prompt(p) for ps in self.eval_sets.values() for p in ps}
         self.rounds_data: list[Dataset] = []
         self.hub: Publisher | None = None
-        self.tracker: RunTracker | None = None  # with report_to tensorboard (set by run)
+        self.tracker: RunTracker | None = None  # with report_to tensorboard, trackio or wandb (set by run)
         self.summary: list[RoundRecord] = []
         # The K seed lineages (lineage 0 is the model the loop reports on) and the highest stage trained
         # (see si_hf.schedule): set by run().
@@ -472,7 +472,7 @@ class SelfImprovement:
         self.write_summary()
         if self.tracker:
             phases = {f"seconds_{name}": sec for name, sec in (record.phase_seconds or {}).items()}
-            self.tracker.log_round(k, {**self.trainer_metrics(record), **phases})
+            self.tracker.log_round(k, {**self.trainer_metrics(record), **phases}, step=self.steps_so_far())
         self.log(self.progress_line(record))
         if record.stopped:
             stopped = record.stopped
@@ -581,8 +581,10 @@ class SelfImprovement:
     def run(self):
         """Every round of the recipe not yet finished in output_dir."""
         with self.holding_output_dir():
-            if "tensorboard" in reporters(self.recipe.report_to) and self.state.is_main_process:
-                self.tracker = RunTracker(self.out)  # one event log for the whole run (si_hf.tracking)
+            self.prepare_output_dir()  # first: an overwrite empties the directory the tracker writes into
+            tracked = [name for name in reporters(self.recipe.report_to) if name in TRACKED]
+            if tracked and self.state.is_main_process:
+                self.tracker = RunTracker(self.out, tracked)  # one tracked run for the whole run (si_hf.tracking)
             try:
                 return self._run()
             finally:
@@ -594,7 +596,6 @@ class SelfImprovement:
         return sum(rec.train_steps for rec in self.summary)
 
     def _run(self):
-        self.prepare_output_dir()
         model, start = self._resume()
         self.lineages = [model, *self._extra_lineages(start)]
         self.stage = self._last_stage(start)

@@ -9,7 +9,7 @@ from .data import PromptMaskingCollator
 from .distributed import fsdp_on_cpu, per_device_batch_size
 from .killpoints import trainer_callbacks
 from .modeling import SIConfig, SIForCausalLM
-from .tracking import reporters
+from .tracking import TRACKED, reporters
 
 # What the collator needs of a tokenized round; the Trainer's sampler reads `length` when grouping.
 TRAIN_COLUMNS = ("input_ids", "prompt_len", "length")
@@ -77,7 +77,7 @@ class LengthSplitTrainer(Trainer):
 def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratch_dir: str,
                  callbacks=()) -> Trainer:
     """A Trainer for round `round_idx`: round 0 uses the base schedule, later rounds the round schedule.
-    tensorboard is left to the run's tracker (si_hf.tracking), one event log for all rounds."""
+    tensorboard, trackio and wandb are left to the run's tracker (si_hf.tracking): one tracked run for all rounds."""
     if round_idx == 0:
         steps, warmup, decay = recipe.base_steps, recipe.base_warmup_steps, recipe.base_decay_steps
         lr = recipe.learning_rate
@@ -97,7 +97,7 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         optim="adamw_torch",
         bf16=use_bf16(recipe),
         save_strategy="no",
-        report_to=[name for name in reporters(recipe.report_to) if name != "tensorboard"] or "none",
+        report_to=[name for name in reporters(recipe.report_to) if name not in TRACKED] or "none",
         run_name=f"{recipe.task}-round-{round_idx}",
         seed=recipe.seed + round_idx,
         remove_unused_columns=False,

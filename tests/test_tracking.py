@@ -1,13 +1,15 @@
-"""report_to tensorboard: one event log per run inside its output_dir, steps continuing across rounds
-(and across a resume), each round's metrics against the round (si_hf.tracking)."""
+"""report_to tensorboard and trackio: one tracked run per experiment (tensorboard's inside its output_dir),
+steps continuing across rounds (and across a resume), each round's metrics (si_hf.tracking)."""
 
 import contextlib
 import io
+import json
 
 import pytest
 
 from conftest import SMALL
-from si_hf.tracking import TRACKING_DIR, reporters
+from si_hf.config import RecipeError, parse_recipe
+from si_hf.tracking import RUN_FILE, TRACKING_DIR, reporters
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -48,3 +50,36 @@ def test_one_event_log_with_continuous_steps_across_rounds_and_a_resume(tmp_path
     assert [step for step, _ in scalars["round/frontier"]] == [0, 1, 2]
     assert {"round/accuracy_level_1", "round/label_accuracy_kept", "round/kept_fraction",
             "round/seconds_train"} <= set(scalars)
+
+
+def test_trackio_gets_one_run_with_continuous_steps_across_rounds_and_a_resume(tmp_path, write_recipe,
+                                                                               run_rounds_main, monkeypatch):
+    """trackio (the real library, storing locally in TRACKIO_DIR) beside tensorboard: one run, resumed."""
+    pytest.importorskip("trackio")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.setenv("TRACKIO_PROJECT", "si-hf-test")
+    recipe = {**SMALL, "num_rounds": 1, "logging_steps": 5, "report_to": "tensorboard,trackio", "num_threads": 1}
+    argv = write_recipe(tmp_path, name="tracked", **recipe)
+    _run(run_rounds_main, argv)
+    _run(run_rounds_main, argv + ["--num_rounds", "2"])
+
+    from trackio.sqlite_storage import SQLiteStorage
+
+    identity = json.loads((tmp_path / "tracked" / RUN_FILE).read_text())
+    assert SQLiteStorage.get_runs("si-hf-test") == [identity["name"]]
+    logs = SQLiteStorage.get_logs("si-hf-test", identity["name"])
+    loss_steps = [row["step"] for row in logs if "train/loss" in row]
+    assert loss_steps == sorted(set(loss_steps)) and max(loss_steps) <= SMALL["base_steps"] + 2 * SMALL["round_steps"]
+    rounds = [row for row in logs if "round/round" in row]
+    assert [row["round/round"] for row in rounds] == [0, 1, 2]
+    assert [row["step"] for row in rounds] == [SMALL["base_steps"] + k * SMALL["round_steps"] for k in range(3)]
+    assert all("round/frontier" in row and "round/seconds_train" in row for row in rounds)
+
+
+def test_a_tracker_that_is_not_installed_is_a_recipe_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(RecipeError, match="report_to='tensorboard,wandb'"):
+        parse_recipe(["--report_to", "tensorboard,wandb"])
