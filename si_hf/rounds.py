@@ -21,10 +21,11 @@ from datasets import Dataset, disable_progress_bars, load_from_disk
 from safetensors import SafetensorError
 from transformers import set_seed
 
+from .branch import branch_rounds, check_source, local_source
 from .cards import plot_summary, summary_table, write_model_card
 from .confidence import score_labels
 from .config import RESUMABLE_CHANGES, Recipe, recipe_warnings
-from .consistency import compose_labels
+from .consistency import compose_labels, swap_labels
 from .corruption import corrupt_completions
 from .data import (
     base_dataset,
@@ -161,10 +162,14 @@ class SelfImprovement:
         self.hub: Publisher | None = None
         self.tracker: RunTracker | None = None  # with report_to tensorboard, trackio or wandb (set by run)
         self.summary: list[RoundRecord] = []
-        # The K seed lineages (lineage 0 is the model the loop reports on) and the highest stage trained
-        # (see si_hf.schedule): set by run().
+        # The K seed lineages, the one home of the models (lineage 0 is `model`, the one the loop reports
+        # on, labels with and publishes), and the highest stage trained (see si_hf.schedule): set by run().
         self.lineages: list = []
         self.stage = 0
+
+    @property
+    def model(self):
+        return self.lineages[0]
 
     # -- helpers -------------------------------------------------------------------------------
     def log(self, msg: str):
@@ -240,7 +245,7 @@ class SelfImprovement:
         n = r.base_examples or r.base_steps * r.batch_size
         return base_dataset(self.task, r.base_min_level, r.base_max_level, n, r.seed, self.held_out)
 
-    def self_labeled_data(self, model, k: int, levels: list | None = None) -> tuple[Dataset, LabelStats]:
+    def self_labeled_data(self, k: int, levels: list | None = None) -> tuple[Dataset, LabelStats]:
         """Round k's kept labels at `levels` (default: the task's round_levels for k). Every lineage labels
         the same problems; the recipe's filters (the vote first) decide; with `corrupt_round` == k a
         share of the kept labels is corrupted afterwards."""
@@ -253,11 +258,11 @@ class SelfImprovement:
         groups = [task.level_name(p.level) for p in problems]
         with self.timed("label"):
             label_sets = [self._label(m, prompts, bounds, groups, names, i)
-                          for i, m in enumerate([model, *self.lineages[1:]])]
+                          for i, m in enumerate(self.lineages)]
         kill_point("label", k)  # a test hook (si_hf.killpoints); nothing unless a test sets it
         with self.timed("filter"):
             labels, keep, filter_stats, masks = select_labels(task, label_sets, r.filters,
-                                                              score=lambda labels: self.score(model, labels, groups))
+                                                              score=lambda labels: self.score(labels, groups))
         rows = [i for i, kept in enumerate(keep) if kept]
         completions, corruption = self.corrupted([labels[i].completion for i in rows], k)
         answers = [task.answer(p) for p in problems]
@@ -311,10 +316,11 @@ class SelfImprovement:
             batch_size=r.label_batch_size, backend=r.labeler, desc=desc, disable_tqdm=quiet),
             range(len(prompts)), groups)
 
-    def score(self, model, labels: list, groups: list) -> list:
+    def score(self, labels: list, groups: list) -> list:
         """What the recipe's filters read beyond the labels, from the first model (split across processes
-        like the labeling): its confidence in each label, the answer its own answers to the pieces imply."""
-        r = self.recipe
+        like the labeling): its confidence in each label, the answer its own answers to the pieces imply,
+        its answer with the operands swapped."""
+        r, model = self.recipe, self.model
         options = {name: opts for name, opts in map(parse_filter_spec, r.filters)}
         groups = groups if len(labels) == len(groups) else None
         if "confidence" in options:
@@ -324,9 +330,12 @@ class SelfImprovement:
             max_piece = options["pieces"].get("max_piece") or r.base_max_level
             labels = map_split(lambda share: compose_labels(model, self.tokenizer, self.task, share, max_piece,
                                                             r.label_batch_size, r.labeler), labels, groups)
+        if "commute" in options:
+            labels = map_split(lambda share: swap_labels(model, self.tokenizer, self.task, share, r.label_batch_size,
+                                                         r.labeler), labels, groups)
         return labels
 
-    def next_stages(self, model, k: int) -> tuple[list[int], dict | None]:
+    def next_stages(self, k: int) -> tuple[list[int], dict | None]:
         """The stages round k labels (see si_hf.schedule), and for the accelerated schedule what the probe
         measured: fresh problems (never held-out ones; past every level trained, so never training
         data) at the stages after the highest trained, one by one until one fails."""
@@ -340,7 +349,7 @@ class SelfImprovement:
                 rng = seeded_rng(r.seed, "probe", task.name, k, task.level_name(level))
                 sets[level] = sample_problems(task, r.probe_size, lambda lv=level, g=rng: task.sample(lv, g),
                                               self.held_out)
-            ev = evaluate_levels(model, self.tokenizer, task, sets, r.label_batch_size, r.labeler, r.disable_tqdm)
+            ev = evaluate_levels(self.model, self.tokenizer, task, sets, r.label_batch_size, r.labeler, r.disable_tqdm)
             probed.append(ev["by_level"])
             if not passes(ev["by_level"], r.frontier_threshold):
                 break
@@ -381,32 +390,31 @@ class SelfImprovement:
         # Under DDP each process reports the loss of its own rows: the mean over processes is the batch's.
         return trainer, result._replace(training_loss=mean_over_processes(result.training_loss)), model
 
-    def run_round(self, model, k: int):
+    def run_round(self, k: int):
         """One round of the method: the data (ground truth in round 0, then self-labeled and filtered), the
         training of every lineage, the evaluation, the record; then the round is saved and published."""
         start = time.time()
         self.timed = PhaseTimes()
-        data, begun = self.round_data(model, k)
+        data, begun = self.round_data(k)
         with self.timed("train"):
-            trainer, model, trained = self.train_lineages(model, k, data)
+            trainer, trained = self.train_lineages(k, data)
         with self.timed("evaluate"):
-            scored = self.evaluate(model, k)
+            scored = self.evaluate(k)
         record = RoundRecord(round=k, **begun, **scored, **trained, wall_seconds=round(time.time() - start, 1))
         record.stopped = stop_decision(self.summary + [record], self.recipe.stop_patience, self.recipe.collapse_floor)
         trainer.log(self.trainer_metrics(record))
-        self.finish_round(model, k, data, record)
-        return model
+        self.finish_round(k, data, record)
 
-    def round_data(self, model, k: int) -> tuple[Dataset, dict]:
+    def round_data(self, k: int) -> tuple[Dataset, dict]:
         """Round k's training rows and the first fields of its record (levels, labels, stage, probe)."""
         r = self.recipe
         if k == 0:
             return self.base_data(), {"levels_trained": f"{r.base_min_level}-{r.base_max_level}", "labels": None,
                                       "stage": 0}
         with self.timed("probe"):
-            stages, probe = self.next_stages(model, k)
+            stages, probe = self.next_stages(k)
         levels = [level for s in stages for level in self.task.round_levels(r.base_max_level, s)]
-        data, label_stats = self.self_labeled_data(model, k, levels)
+        data, label_stats = self.self_labeled_data(k, levels)
         if label_stats.corruption is not None:
             c = label_stats.corruption
             self.log(f"[round {k}/{r.num_rounds}] corrupted {c['corrupted']}/{label_stats.kept} kept labels "
@@ -414,20 +422,19 @@ class SelfImprovement:
         # stage: the highest stage trained so far (si_hf.schedule)
         return data, {"levels_trained": label_stats.level, "labels": label_stats, "stage": stages[-1], "probe": probe}
 
-    def train_lineages(self, model, k: int, data: Dataset):
-        """Trains every lineage on round k's rows; returns the first's Trainer and model and what the
-        record keeps of the training."""
-        trainer, result, model = self.train(model, k, data)
-        self.lineages[0] = model
+    def train_lineages(self, k: int, data: Dataset):
+        """Trains every lineage on round k's rows (each replaced by its trained model); returns the first's
+        Trainer and what the record keeps of the training."""
+        trainer, result, self.lineages[0] = self.train(self.model, k, data)
         seed_losses = []
         for i, m in enumerate(self.lineages[1:], 1):
             _, seed_result, self.lineages[i] = self.train(m, k, data, lineage=i)
             seed_losses.append(seed_result.training_loss)
         trained = {"train_loss": result.training_loss, "train_steps": result.global_step,
                    "seed_train_loss": seed_losses or None}  # lineages 1..
-        return trainer, model, trained
+        return trainer, trained
 
-    def evaluate(self, model, k: int) -> dict:
+    def evaluate(self, k: int) -> dict:
         """Round k's held-out evaluation (the full sets in the last round): accuracy by level, frontier."""
         r, task = self.recipe, self.task
         size = r.eval_size if (k == r.num_rounds or r.round_eval_size is None) else r.round_eval_size
@@ -442,7 +449,7 @@ class SelfImprovement:
         def named(by_level):
             return {task.level_name(lvl): value for lvl, value in by_level.items()}
 
-        ev = run(model)
+        ev = run(self.model)
         seed_evals = [run(m) for m in (self.lineages[1:] if r.eval_all_seeds else [])]
         return {
             "frontier": frontier(ev), "exact_match": ev["exact_match"],
@@ -462,9 +469,9 @@ class SelfImprovement:
                 "kept_fraction": labels.kept_fraction or 0.0} if labels else {}),
         }
 
-    def finish_round(self, model, k: int, data: Dataset, record: RoundRecord):
+    def finish_round(self, k: int, data: Dataset, record: RoundRecord):
         """Saves round k, adds it to the run (mixture, summary, progress) and publishes it."""
-        self.save_round(model, k, data, record)
+        self.save_round(k, data, record)
         kill_point("saved", k)  # a test hook (si_hf.killpoints)
         self.stage = record.stage
         self.rounds_data.append(data)
@@ -485,7 +492,7 @@ class SelfImprovement:
             self.hub.publish_round(k)
         self.state.wait_for_everyone()
 
-    def save_round(self, model, k: int, data: Dataset, record: RoundRecord):
+    def save_round(self, k: int, data: Dataset, record: RoundRecord):
         """Writes round k's directory (the main process); its record holds the time of every phase,
         the save's included (all of it but the record file itself)."""
         record.phase_seconds = self.timed.record()  # what the other processes record
@@ -495,13 +502,13 @@ class SelfImprovement:
             parent = parent_of(self.out, k) or (round_name(k - 1) if k else None)
             with staged_round(self.out, k, self.recipe.to_dict(), parent) as tmp:
                 with self.timed("save"):
-                    self._write_round(tmp, model, k, data, record)
+                    self._write_round(tmp, k, data, record)
                 record.phase_seconds = self.timed.record()
                 write_record(tmp, record)
         self.state.wait_for_everyone()
 
-    def _write_round(self, tmp, model, k: int, data: Dataset, record: RoundRecord):
-        model.save_pretrained(tmp / "model")
+    def _write_round(self, tmp, k: int, data: Dataset, record: RoundRecord):
+        self.model.save_pretrained(tmp / "model")
         self.tokenizer.save_pretrained(tmp / "model")
         for i, extra in enumerate(self.lineages[1:], 1):  # the other seed lineages
             extra.save_pretrained(tmp / "models" / f"seed-{i}")
@@ -560,6 +567,8 @@ class SelfImprovement:
         """The recipe check, leftovers of an interrupted round cleared, the rounds of `init_from` fetched
         and the Hub connected (what an earlier run could not push is pushed now)."""
         check_output_dir(self.recipe)
+        if local_source(self.recipe.init_from):
+            check_source(self.recipe.init_from, self.recipe)  # before anything is written
         for warning in recipe_warnings(self.recipe):
             self.log(f"warning: {warning}")
         if self.state.is_main_process:
@@ -569,8 +578,9 @@ class SelfImprovement:
             (self.out / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         self.state.wait_for_everyone()
         if self.recipe.init_from and not imported_from(self.out):
-            if self.state.is_main_process:
-                import_rounds(self.recipe.init_from, self.out, self.recipe)
+            if self.state.is_main_process:  # a run on this machine, or a repo on the Hub
+                fetch = branch_rounds if local_source(self.recipe.init_from) else import_rounds
+                fetch(self.recipe.init_from, self.out, self.recipe)
             self.state.wait_for_everyone()
         if self.recipe.push_to_hub:
             self.hub = Publisher(self.recipe, self.out, log=self.log)
@@ -607,7 +617,7 @@ class SelfImprovement:
                      f"Unset or change {stopped['rule']} to go on.")
             return self.summary
         for k in range(start, self.recipe.num_rounds + 1):
-            model = self.run_round(model, k)
+            self.run_round(k)
             if self.summary[-1].stopped:
                 break
         return self.summary
