@@ -1,5 +1,6 @@
 """Consistency under the task's structure: a long prompt's label against the same model's answers to
-shorter pieces of it (`Task.pieces`, `Task.compose`), for the `pieces` filter.
+shorter pieces of it (`Task.pieces`, `Task.compose`), for the `pieces` filter, and against its answer
+to the same problem with the operands swapped (`Task.swapped`), for the `commute` filter.
 
 The pieces lie at levels the model is reliable on (at most `max_piece`), so a label that disagrees
 with what they put together is most likely wrong. Only the prompts and the model's own outputs are
@@ -29,3 +30,15 @@ def compose_labels(model, tokenizer, task: Task, labels: list[Label], max_piece:
             continue
         composed.append(task.compose(lab.prompt, pieces, [part.completion for part in parts]) or "")
     return [dataclasses.replace(lab, composed=c) for lab, c in zip(labels, composed)]
+
+
+def swap_labels(model, tokenizer, task: Task, labels: list[Label], batch_size: int = 1024, backend: str = "fast",
+                disable_tqdm: bool = True) -> list[Label]:
+    """The labels with `swapped` filled in, in the same order: the model's greedy answer to each distinct
+    swapped prompt, labeled once ("" when it did not finish)."""
+    swaps = [task.swapped(lab.prompt) for lab in labels]
+    distinct = list(dict.fromkeys(swaps))
+    answered = greedy_label(model, tokenizer, distinct, [task.max_answer_len(q) for q in distinct],
+                            batch_size=batch_size, backend=backend, desc="labeling swapped", disable_tqdm=disable_tqdm)
+    answers = {lab.prompt: lab.completion if lab.finished else "" for lab in answered}
+    return [dataclasses.replace(lab, swapped=answers[q]) for lab, q in zip(labels, swaps)]

@@ -74,8 +74,17 @@ def path_filter(task: Task, labels: list[Label]) -> list[bool]:
     return [lab.finished and task.follows_edges(lab.prompt, lab.completion) for lab in labels]
 
 
+def commute_filter(task: Task, labels: list[Label]) -> list[bool]:
+    """Keep labels whose result equals the same model's result with the operands swapped (b+a for a+b,
+    b*a for a*b: the product after the chain of thought). Reads the model's outputs, never the truth."""
+    if any(lab.swapped is None for lab in labels):
+        raise ValueError("commute: labels carry no swapped answer; fill it with si_hf.consistency.swap_labels")
+    return [lab.finished and lab.swapped != "" and task.result(lab.completion) == task.result(lab.swapped)
+            for lab in labels]
+
+
 FILTERS = {"length": length_filter, "length_relative": length_relative_filter, "confidence": confidence_filter,
-           "pieces": pieces_filter, "path": path_filter}
+           "pieces": pieces_filter, "path": path_filter, "commute": commute_filter}
 
 # Filters over the labels of several models (the loop runs them, not `apply_filters`): name -> options.
 VOTE_FILTER = "majority_vote"

@@ -35,6 +35,9 @@ class Label:
     # `Task.compose`); "" when the prompt has no cut or a piece's answer did not fit; filled by
     # `si_hf.consistency.compose_labels` when a recipe filters on it.
     composed: str | None = None
+    # The same model's answer with the operands swapped (`Task.swapped`); "" when it did not finish;
+    # filled by `si_hf.consistency.swap_labels` when a recipe filters on it.
+    swapped: str | None = None
 
 
 @torch.inference_mode()

@@ -6,9 +6,10 @@ import random
 
 import pytest
 
+from conftest import SMALL
 from si_hf.config import RecipeError, parse_recipe
-from si_hf.consistency import compose_labels
-from si_hf.filters import apply_filters, parse_filter_spec, pieces_filter
+from si_hf.consistency import compose_labels, swap_labels
+from si_hf.filters import apply_filters, commute_filter, parse_filter_spec, pieces_filter
 from si_hf.labeling import Label
 from si_hf.tasks import get_task
 from si_hf.tasks.base import cut_points
@@ -122,6 +123,54 @@ def test_pieces_refused_for_a_task_without_pieces():
     assert parse_recipe(["--task", "forward_addition", "--filters", "length", "pieces"]).filters[-1] == "pieces"
 
 
+# -- commute: the same result with the operands swapped -------------------------------------------
+
+def test_swapped_prompts_and_results():
+    assert get_task("forward_addition").swapped("123+45=") == "45+123="
+    assert get_task("reverse_addition").swapped("321+54=") == "54+321="
+    mult = get_task("multiplication")
+    assert mult.swapped("4321*765=") == "765*4321="
+    assert mult.result("83680+040470(876280)+0007160=8769960") == "8769960"
+    assert not get_task("copy").commutes and get_task("multiplication").commutes
+
+
+@pytest.mark.parametrize("name", ["forward_addition", "reverse_addition", "multiplication"])
+def test_true_answers_agree_with_the_swapped_problem(name):
+    """What the filter relies on: the true result of the swapped problem is the true result."""
+    task, rng = get_task(name), random.Random(0)
+    for level in ([(2, 3), (4, 1)] if name == "multiplication" else [1, 5, 9]):
+        for _ in range(20):
+            problem = task.sample(level, rng)
+            swapped = task.parse(task.swapped(task.prompt(problem)))
+            assert task.result(task.answer(swapped)) == task.result(task.answer(problem))
+
+
+def test_commute_filter_keeps_only_agreeing_labels():
+    task = get_task("multiplication")
+    labels = [Label("21*3=", "36=63", True, swapped="63+(x)=63"),  # another chain of thought, same product
+              Label("21*3=", "36=63", True, swapped="63=64"),  # another product
+              Label("21*3=", "36=63", False, swapped="36=63"),  # unfinished
+              Label("21*3=", "36=63", True, swapped="")]  # the swapped answer did not finish
+    assert commute_filter(task, labels) == [True, False, False, False]
+    with pytest.raises(ValueError, match="swap_labels"):
+        commute_filter(task, [Label("21*3=", "36=63", True)])
+
+
+def test_swap_labels_asks_the_model_the_swapped_problem(scripted_model, tokenizer):
+    """A model that writes "57" to every prompt: "57" agrees with its own answer to the swapped sum."""
+    task = get_task("forward_addition")
+    labels = [Label("12+45=", "57", True), Label("45+12=", "58", True), Label("1+2=", "5", False)]
+    scored = swap_labels(scripted_model(["5", "7", "<eos>"]), tokenizer, task, labels)
+    assert [lab.swapped for lab in scored] == ["57", "57", "57"]
+    assert commute_filter(task, scored) == [True, False, False]
+
+
+def test_commute_refused_for_a_task_without_operands():
+    assert parse_recipe(["--task", "multiplication", "--filters", "commute", "length"]).filters[0] == "commute"
+    with pytest.raises(RecipeError, match="no operands to swap"):
+        parse_recipe(["--task", "copy", "--filters", "commute"])
+
+
 @pytest.mark.slow
 def test_micro_run_records_the_pieces_filter(tmp_path, write_recipe, run_rounds_main):
     argv = write_recipe(tmp_path, filters=["length", "pieces:max_piece=3"], num_rounds=1)
@@ -132,3 +181,14 @@ def test_micro_run_records_the_pieces_filter(tmp_path, write_recipe, run_rounds_
     assert step["out"] <= step["in"] == record["labels"]["filters"][0]["out"]
     assert step["out"] == record["labels"]["kept"]
     assert step["label_accuracy"] is None or 0.0 <= step["label_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_micro_run_records_the_commute_filter(tmp_path, write_recipe, run_rounds_main):
+    argv = write_recipe(tmp_path, task="reverse_addition", filters=["length", "commute"], num_rounds=1, **SMALL)
+    assert run_rounds_main(argv) == 0
+    record = json.loads((tmp_path / "run" / "round-1" / "eval.json").read_text())
+    step = record["labels"]["filters"][-1]
+    assert step["filter"] == "commute"
+    assert step["out"] <= step["in"] == record["labels"]["filters"][0]["out"]
+    assert step["out"] == record["labels"]["kept"]

@@ -28,6 +28,10 @@ class _Addition(Task):
     def num_problems(self, level):
         return (9 * 10 ** (level - 1)) ** 2
 
+    def swapped(self, prompt):
+        a, b = self._operands(prompt)
+        return f"{b}+{a}="
+
 
 @register_task
 class ReverseAddition(_Addition):

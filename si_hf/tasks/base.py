@@ -103,6 +103,20 @@ class Task:
     def has_pieces(self) -> bool:
         return type(self).pieces is not Task.pieces
 
+    # -- commutativity (the `commute` filter) ---------------------------------------------------
+    def swapped(self, prompt: str) -> str | None:
+        """The same problem with its operands in the other order, whose result is this one's; None for a
+        task whose operation does not commute (the `commute` filter is then refused for it)."""
+        return None
+
+    def result(self, completion: str) -> str:
+        """The part of an answer that must not depend on the operands' order (by default all of it)."""
+        return completion
+
+    @property
+    def commutes(self) -> bool:
+        return type(self).swapped is not Task.swapped
+
 
 def frontier(by_level: dict, threshold: float, counts: dict | None = None) -> int:
     """The highest level L such that every evaluated level <= L passes (`level_passes`; 0 if none).

@@ -129,6 +129,14 @@ class Multiplication(Task):
         la, lb = self._pair(level)
         return 81 * 10 ** (la - 1) * 10 ** (lb - 1)
 
+    def swapped(self, prompt):
+        a, b = prompt[:-1].split("*")
+        return f"{b}*{a}="
+
+    def result(self, completion):
+        """The product after `=`: the chain of thought of b*a is another one than a*b's."""
+        return completion.rpartition("=")[2]
+
     # -- pair levels ---------------------------------------------------------------------------
     def round_levels(self, base_max_level, k):
         """Round k >= 1 labels the k-th stage of `pair_stages`: (1,B+1)&(B+1,1), then (2,B+1)&(B+1,2), ..."""
