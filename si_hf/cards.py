@@ -144,6 +144,8 @@ def _parent_text(recipe: dict, k: int, model_repo: str | None, parent: str | Non
                 else "none: round 0 trains from scratch on ground truth")
     if "@" in parent:
         repo, j = parse_init_from(parent)
+        if Path(repo).is_dir():  # a run on the machine that trained this round (si_hf.branch)
+            return f"`{parent}` (a run on the machine that trained this round)"
         return f"[{parent}]({hub_url(repo, revision=round_name(j))})"
     return parent
 

@@ -153,7 +153,8 @@ class Recipe:
         "Dataset repo for the rounds' data (default: the same id as hub_model_id)."), RESUMABLE: True})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repos private.", RESUMABLE: True})
     init_from: str | None = field(default=None, metadata={"help": (
-        "Start from a published round, REPO@round-<k>: the run continues with round k+1.")})
+        "Start from a finished round, REPO@round-<k> (on the Hub) or RUN_DIR@round-<k> (a run directory on "
+        "this machine): the run continues with round k+1.")})
 
     def validate(self):
         """The recipe itself, or a RecipeError naming the first wrong field and what it must be."""
@@ -284,8 +285,8 @@ def _check_start_and_hub(r: Recipe):
         except ValueError as err:
             raise RecipeError(f"init_from={r.init_from!r}: {err}") from None
     if r.num_seeds > 1 and r.init_from is not None:
-        raise RecipeError(f"init_from={r.init_from!r}: a published round holds one lineage; it cannot start "
-                          f"num_seeds={r.num_seeds} lineages")
+        raise RecipeError(f"init_from={r.init_from!r}: a run continued from a round has one lineage; it cannot "
+                          f"start num_seeds={r.num_seeds} lineages")
 
 
 def _check_filters(r: Recipe):
@@ -304,6 +305,9 @@ def _check_filters(r: Recipe):
             with_pieces = ", ".join(sorted(t for t in TASKS if get_task(t).has_pieces))
             raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no pieces to check a label against "
                               f"(tasks with pieces: {with_pieces})")
+        if names[-1] == "commute" and not get_task(r.task).commutes:
+            commuting = ", ".join(sorted(t for t in TASKS if get_task(t).commutes))
+            raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no operands to swap (tasks: {commuting})")
         if names[-1] == "path" and not hasattr(get_task(r.task), "follows_edges"):
             raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no edges to follow (maze_hops, maze_nodes)")
     votes = names.count(VOTE_FILTER)

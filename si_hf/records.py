@@ -14,7 +14,8 @@ from pathlib import Path
 
 RECORD_FILE = "eval.json"
 SUMMARY_FILE = "summary.jsonl"
-INIT_FROM = re.compile(r"^(?P<repo>[\w.-]+(?:/[\w.-]+)?)@round-(?P<round>\d+)$")
+INIT_FROM = re.compile(r"^(?P<repo>.+)@round-(?P<round>\d+)$")  # a Hub repo id, or a run directory here
+HUB_REPO = re.compile(r"^[\w.-]+(?:/[\w.-]+)?$")
 
 
 def round_name(k: int) -> str:
@@ -38,10 +39,12 @@ def staging_dir(output_dir, k: int) -> Path:
 
 
 def parse_init_from(text: str) -> tuple[str, int]:
-    """`namespace/name@round-3` -> ("namespace/name", 3)."""
+    """`namespace/name@round-3` -> ("namespace/name", 3); `runs/a/seed-0@round-3` -> ("runs/a/seed-0", 3)
+    when that is a directory here. Anything else is a ValueError."""
     match = INIT_FROM.match(text or "")
-    if not match:
-        raise ValueError("expected REPO@round-<k>, e.g. my-name/copy-tiny@round-3")
+    if not match or not (HUB_REPO.match(match["repo"]) or Path(match["repo"]).is_dir()):
+        raise ValueError("expected REPO@round-<k> (a Hub repo, e.g. my-name/copy-tiny@round-3) or RUN_DIR@round-<k> "
+                         "(a run directory on this machine, e.g. runs/copy-tiny@round-3)")
     return match["repo"], int(match["round"])
 
 

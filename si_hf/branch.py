@@ -1,0 +1,69 @@
+"""A run started from a finished round of another run on this machine: `init_from: runs/a@round-3`.
+
+Rounds 0..k of the source are copied into the new output directory (after their files are checked
+against the source's manifests) and the run continues with round k+1 under its own recipe, which may
+differ from the source's in what decides the later rounds (filters, corruption, steps per round, ...).
+Several runs can so share the rounds before the one where they part, computed once. The copies get
+manifests of this run, each naming its parent in the source (`runs/a@round-<j-1>`), and hub_state.json
+records where they came from, as for rounds fetched from the Hub (si_hf.hub.import_rounds).
+"""
+
+import logging
+import shutil
+from pathlib import Path
+
+from .errors import RecipeError
+from .hub import read_state, write_state
+from .manifest import MANIFEST, finished_rounds, staged_round, verify_round
+from .records import SUMMARY_FILE, parse_init_from, read_summary, round_dir, round_name, write_summary
+
+logger = logging.getLogger("si_hf")
+MATCHING = ("task", "base_min_level", "base_max_level")  # what a continuation must share with its source
+
+
+def local_source(init_from: str | None) -> Path | None:
+    """The run directory `init_from` names when it is one on this machine (else a Hub repo, or None)."""
+    if not init_from:
+        return None
+    repo, _ = parse_init_from(init_from)
+    return Path(repo) if Path(repo).is_dir() else None
+
+
+def check_source(init_from: str, recipe) -> tuple[Path, int]:
+    """The source run and round, or a RecipeError naming what does not fit."""
+    import yaml
+
+    source, k = local_source(init_from), parse_init_from(init_from)[1]
+    if k not in finished_rounds(source):
+        raise RecipeError(f"init_from={init_from!r}: {round_dir(source, k)} is not a finished round")
+    if recipe.num_rounds <= k:
+        raise RecipeError(f"init_from={init_from!r}: num_rounds must be more than {k} to continue after round {k}")
+    if Path(recipe.output_dir).resolve() == source.resolve():
+        raise RecipeError(f"init_from={init_from!r}: output_dir is the source run itself")
+    theirs = yaml.safe_load((source / "recipe.yaml").read_text())
+    for name in MATCHING:
+        if theirs.get(name) != getattr(recipe, name):
+            raise RecipeError(f"init_from={init_from!r}: its {name} is {theirs.get(name)!r}, this recipe's is "
+                              f"{getattr(recipe, name)!r}")
+    return source, k
+
+
+def branch_rounds(init_from: str, out, recipe) -> int:
+    """Copies rounds 0..k of the local run `init_from` names into `out`, so the run resumes with round
+    k+1. Returns k. An interrupted copy keeps the rounds it finished."""
+    source, k = check_source(init_from, recipe)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = finished_rounds(out)
+    for j in (j for j in range(k + 1) if j not in done):
+        verify_round(round_dir(source, j), quick=j != k)  # the last is the checkpoint training continues from
+        parent = f"{source}@{round_name(j - 1)}" if j else None
+        with staged_round(out, j, recipe.to_dict(), parent=parent) as tmp:
+            shutil.copytree(round_dir(source, j), tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST))
+    if (source / SUMMARY_FILE).is_file():
+        write_summary(out, read_summary(source, k))
+    state = read_state(out)
+    state["imported"] = {"from": init_from, "last_round": k}
+    write_state(out, state)
+    logger.info("Started from %s: rounds 0-%d copied into %s", init_from, k, out)
+    return k
