@@ -2,7 +2,7 @@
 
     python scripts/run_seeds.py --config recipes/copy/tiny.yaml --seeds 0 1 2 [--field value ...]
 
-Seed s runs exactly as `accelerate launch scripts/run_rounds.py --config ... --seed s
+Seed s runs exactly as `si-hf-launch scripts/run_rounds.py --config ... --seed s
 --output_dir <output_dir>/seed-s` would (so a rerun resumes each seed where it stopped), then
 `<output_dir>/seeds.{json,md,png}` aggregate every seed found there. Where there are more machines, run
 one job per seed (`--seeds s` each, the same output_dir), then `--aggregate_only` once they are done.
@@ -41,7 +41,7 @@ def main(argv=None):
     out = Path(recipe.output_dir)
     for seed in [] if args.aggregate_only else args.seeds:
         print(f"== seed {seed}: {out / f'seed-{seed}'}", flush=True)
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
+        cmd = [sys.executable, "-m", "si_hf.launch", "--config_file", args.accelerate_config,
                str(ROOT / "run_rounds.py"), "--config", args.config, *fields,
                "--seed", str(seed), "--output_dir", str(out / f"seed-{seed}")]
         rc = subprocess.call(cmd)

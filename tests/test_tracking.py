@@ -4,6 +4,10 @@ steps continuing across rounds (and across a resume), each round's metrics (si_h
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,7 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
@@ -52,25 +57,32 @@ def test_one_event_log_with_continuous_steps_across_rounds_and_a_resume(tmp_path
             "round/seconds_train"} <= set(scalars)
 
 
-def test_trackio_gets_one_run_with_continuous_steps_across_rounds_and_a_resume(tmp_path, write_recipe,
-                                                                               run_rounds_main, monkeypatch):
-    """trackio (the real library, storing locally in TRACKIO_DIR) beside tensorboard: one run, resumed."""
+READ_TRACKIO = """
+import json, sys
+from trackio.sqlite_storage import SQLiteStorage
+runs = SQLiteStorage.get_runs(sys.argv[1])
+print(json.dumps({"runs": runs, "logs": SQLiteStorage.get_logs(sys.argv[1], runs[0]) if runs else []}))
+"""
+
+
+def test_trackio_gets_one_run_with_continuous_steps_across_rounds_and_a_resume(tmp_path, write_recipe):
+    """trackio (the real library, storing locally in TRACKIO_DIR) beside tensorboard: one run, resumed.
+    Fresh processes: trackio reads TRACKIO_DIR when it is first imported."""
     pytest.importorskip("trackio")
-    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
-    monkeypatch.setenv("TRACKIO_PROJECT", "si-hf-test")
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "TRACKIO_PROJECT": "si-hf-test"}
     recipe = {**SMALL, "num_rounds": 1, "logging_steps": 5, "report_to": "tensorboard,trackio", "num_threads": 1}
-    argv = write_recipe(tmp_path, name="tracked", **recipe)
-    _run(run_rounds_main, argv)
-    _run(run_rounds_main, argv + ["--num_rounds", "2"])
-
-    from trackio.sqlite_storage import SQLiteStorage
-
+    argv = [sys.executable, str(ROOT / "scripts" / "run_rounds.py"), *write_recipe(tmp_path, name="tracked", **recipe)]
+    for extra in ([], ["--num_rounds", "2"]):
+        done = subprocess.run(argv + extra, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    read = subprocess.run([sys.executable, "-c", READ_TRACKIO, "si-hf-test"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    found = json.loads(read.stdout.splitlines()[-1])
     identity = json.loads((tmp_path / "tracked" / RUN_FILE).read_text())
-    assert SQLiteStorage.get_runs("si-hf-test") == [identity["name"]]
-    logs = SQLiteStorage.get_logs("si-hf-test", identity["name"])
-    loss_steps = [row["step"] for row in logs if "train/loss" in row]
+    assert found["runs"] == [identity["name"]]
+    loss_steps = [row["step"] for row in found["logs"] if "train/loss" in row]
     assert loss_steps == sorted(set(loss_steps)) and max(loss_steps) <= SMALL["base_steps"] + 2 * SMALL["round_steps"]
-    rounds = [row for row in logs if "round/round" in row]
+    rounds = [row for row in found["logs"] if "round/round" in row]
     assert [row["round/round"] for row in rounds] == [0, 1, 2]
     assert [row["step"] for row in rounds] == [SMALL["base_steps"] + k * SMALL["round_steps"] for k in range(3)]
     assert all("round/frontier" in row and "round/seconds_train" in row for row in rounds)
