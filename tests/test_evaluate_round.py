@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from si_hf.tasks import get_task
+from si_hf.tasks import TASKS, get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate_round.py"))
@@ -16,14 +16,17 @@ SCRIPT = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate_round.py"))
 # Round 0 only, a few steps: the checkpoint and its eval.json are what the script reads.
 TINY = {"base_steps": 10, "base_warmup_steps": 0, "base_decay_steps": 5, "base_examples": 160, "batch_size": 16,
         "num_rounds": 0, "eval_size": 8, "eval_min_level": 1}
-EVAL_MAX = {"copy": 3, "multiplication": 2}
+# Evaluated levels per task: pairs up to 2x2; trees of 10-12 nodes (S and E 9 hops apart); else 1-3.
+RANGES = {"multiplication": (1, 2), "maze_nodes": (10, 12)}
 
 
-@pytest.fixture(scope="module", params=["copy", "multiplication"])
+@pytest.fixture(scope="module", params=sorted(TASKS))
 def saved_round(request, tmp_path_factory, write_recipe, run_rounds_main):
     task = request.param
     root = tmp_path_factory.mktemp(f"evaluate-{task}")
-    argv = write_recipe(root, name=task, task=task, eval_max_level=EVAL_MAX[task], **TINY)
+    lo, hi = RANGES.get(task, (1, 3))
+    base = {"base_min_level": lo, "base_max_level": hi} if task == "maze_nodes" else {}
+    argv = write_recipe(root, name=task, task=task, **{**TINY, **base, "eval_min_level": lo, "eval_max_level": hi})
     with contextlib.redirect_stdout(io.StringIO()):
         assert run_rounds_main(argv) == 0
     return get_task(task), root / task / "round-0"
@@ -42,7 +45,7 @@ def test_default_levels_reproduce_the_recorded_round(saved_round, tmp_path):
     recorded = json.loads((round_dir / "eval.json").read_text())
     rc, log, saved = _evaluate(round_dir, tmp_path)
     assert rc == 0, log
-    names = [task.level_name(level) for level in task.eval_levels(1, EVAL_MAX[task.name])]
+    names = [task.level_name(level) for level in task.eval_levels(*RANGES.get(task.name, (1, 3)))]
     assert list(saved["accuracy_by_level"]) == names == list(recorded["accuracy_by_level"])
     # Same held-out sets, same weights, greedy decoding: the numbers of training come back exactly.
     assert saved["accuracy_by_level"] == recorded["accuracy_by_level"]
@@ -57,13 +60,14 @@ def test_default_levels_reproduce_the_recorded_round(saved_round, tmp_path):
 
 def test_levels_given_as_a_range_or_as_names(saved_round, tmp_path):
     task, round_dir = saved_round
-    given = "1x2,2x1" if task.pair_levels else "3,1"
+    lo, hi = RANGES.get(task.name, (1, 3))
+    given = "1x2,2x1" if task.pair_levels else f"{hi},{lo}"
     rc, log, saved = _evaluate(round_dir, tmp_path / "names", "--levels", given)
     assert rc == 0, log
     assert list(saved["accuracy_by_level"]) == given.split(",")
-    rc, log, saved = _evaluate(round_dir, tmp_path / "range", "--levels", "2-2")
+    rc, log, saved = _evaluate(round_dir, tmp_path / "range", "--levels", f"{hi}-{hi}")
     assert rc == 0, log
-    assert list(saved["accuracy_by_level"]) == ["2x2" if task.pair_levels else "2"]
+    assert list(saved["accuracy_by_level"]) == [f"{hi}x{hi}" if task.pair_levels else str(hi)]
 
 
 def test_level_names_parse_back_through_the_task():
