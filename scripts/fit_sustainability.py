@@ -1,6 +1,7 @@
 """Fit the law of sustainability on finished runs and print it (si_hf/sustainability.py).
 
     python scripts/fit_sustainability.py runs/sweep-copy [more run directories ...] [--collapse_accuracy 0.5]
+        [--save law.json]
 
 Every run found under the directories (a summary.jsonl at any depth) gives its kept-label error per
 round; the law e_{k+1} = a + b e_k + c e_k^2 is fitted on all their consecutive rounds. Printed: each
@@ -27,6 +28,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("directories", nargs="+")
     p.add_argument("--collapse_accuracy", type=float, default=0.5)
+    p.add_argument("--save", help="write the law as JSON here (a recipe's sustainability_law)")
     args = p.parse_args(argv)
     runs = {d if name == "." else f"{d}/{name}": records
             for d in args.directories for name, records in read_runs(d).items()}
@@ -42,6 +44,8 @@ def main(argv=None):
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.save:
+        law.save(args.save)
     (a, b, c), (sa, sb, sc) = law.coefficients, law.stderr
     print(f"law: e' = {a:.4f} (+-{sa:.4f}) + {b:.3f} (+-{sb:.3f}) e + {c:.3f} (+-{sc:.3f}) e^2; "
           f"rmse {law.rmse:.4f} on {law.transitions} transitions")

@@ -266,3 +266,20 @@ def plot_summary(summary: list[RoundRecord]) -> bytes:
         title += f" (stopped: {summary[-1].stopped['rule']})"
     ax.set_title(title)
     return png_bytes(fig)
+
+
+def plot_level_map(summary: list[RoundRecord]) -> bytes:
+    """PNG: accuracy by level (rows) x round (columns) as a heat map: where a run holds, where it breaks."""
+    from matplotlib.figure import Figure
+
+    levels = list(dict.fromkeys(lvl for rec in summary for lvl in rec.accuracy_by_level))  # eval order
+    grid = [[rec.accuracy_by_level.get(lvl, float("nan")) for rec in summary] for lvl in levels]
+    fig = Figure(figsize=(max(4, 0.4 * len(summary) + 2), max(3, 0.25 * len(levels) + 1.5)), dpi=100)
+    ax = fig.add_subplot()
+    image = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis", vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+    ax.set_xticks(range(len(summary)), [str(rec.round) for rec in summary])
+    ax.set_yticks(range(len(levels)), levels, fontsize="small")
+    ax.set(xlabel="round", ylabel="level", title="exact match by level and round")
+    fig.colorbar(image, ax=ax, label="exact match")
+    return png_bytes(fig)

@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import difflib
 import importlib.util
+import os
 import sys
 import types
 import typing
@@ -98,6 +99,11 @@ class Recipe:
         "Stop when the frontier has not moved for this many rounds."), RESUMABLE: True})
     collapse_floor: float | None = field(default=None, metadata={"help": (
         "Stop when accuracy at a level inside the previous round's frontier falls below this."), RESUMABLE: True})
+
+    # The law of sustainability (si_hf.sustainability): it only adds a prediction to each round's record
+    sustainability_law: str | None = field(default=None, metadata={"help": (
+        "A law fitted by scripts/fit_sustainability.py --save LAW.json: each round records whether it predicts "
+        "the run sustains or collapses, and when."), RESUMABLE: True})
 
     # Error avalanche: corrupt part of one round's labels on purpose
     corrupt_round: int | None = field(default=None, metadata={"help": (
@@ -270,6 +276,8 @@ def _control_rows(r: Recipe, corrupt_modes):
             ("corrupt_mode", r.corrupt_mode in corrupt_modes, f"must be one of {', '.join(corrupt_modes)}"),
             ("logging_steps", r.logging_steps > 0, "must be positive"),
             ("num_threads", r.num_threads is None or r.num_threads >= 1, "must be >= 1 (or unset)"),
+            ("sustainability_law", r.sustainability_law is None or os.path.isfile(r.sustainability_law),
+             "must be a file written by scripts/fit_sustainability.py --save"),
             ("report_to", all(importlib.util.find_spec(name) for name in reporters(r.report_to) if name in TRACKED),
              "names a tracker that is not installed (pip install it, or drop it)")]
 

@@ -87,6 +87,7 @@ class RoundRecord:
     seed_train_loss: list[float] | None = None
     wall_seconds: float
     stopped: dict | None = None  # rule, round, reason: a stop rule ended the run here
+    prediction: dict | None = None  # with sustainability_law: what the law predicts (si_hf.sustainability)
     phase_seconds: dict[str, float] | None = None  # probe, label, filter, train, evaluate, save
 
     def to_json(self) -> dict:
@@ -105,7 +106,8 @@ class RoundRecord:
 
 
 # Written only when set: a record without them reads the same as one from before they existed.
-OPTIONAL = ("probe", "seed_accuracy_by_level", "seed_frontier", "seed_train_loss", "phase_seconds", "corruption")
+OPTIONAL = ("probe", "seed_accuracy_by_level", "seed_frontier", "seed_train_loss", "phase_seconds", "corruption",
+            "prediction")
 
 
 def _without_none(data: dict, names) -> dict:

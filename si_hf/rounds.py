@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from transformers import set_seed
 
 from .branch import branch_rounds, check_source, local_source
-from .cards import plot_summary, summary_table, write_model_card
+from .cards import plot_level_map, plot_summary, summary_table, write_model_card
 from .confidence import score_labels
 from .config import RESUMABLE_CHANGES, Recipe, recipe_warnings
 from .consistency import compose_labels, swap_labels
@@ -73,6 +73,7 @@ from .records import (
     write_summary,
 )
 from .schedule import accelerated_stages, passes, stop_decision
+from .sustainability import Law, prediction
 from .tasks import get_task
 from .timing import PhaseTimes, phases_text
 from .tokenization import task_tokenizer
@@ -134,6 +135,10 @@ def label_accuracy(labels, answers, label_sets, filter_stats, masks, kept_correc
             "filters": filter_stats}
 
 
+# What write_summary renders beside summary.jsonl (rebuilt on a rerun when one is missing).
+SUMMARY_VIEWS = ("summary.md", "summary.png", "summary_levels.png")
+
+
 class SelfImprovement:
     def __init__(self, recipe: Recipe):
         self.timed = PhaseTimes()  # reset by every round
@@ -161,6 +166,7 @@ class SelfImprovement:
         self.rounds_data: list[Dataset] = []
         self.hub: Publisher | None = None
         self.tracker: RunTracker | None = None  # with report_to tensorboard, trackio or wandb (set by run)
+        self.law = Law.load(recipe.sustainability_law) if recipe.sustainability_law else None
         self.summary: list[RoundRecord] = []
         # The K seed lineages, the one home of the models (lineage 0 is `model`, the one the loop reports
         # on, labels with and publishes), and the highest stage trained (see si_hf.schedule): set by run().
@@ -206,7 +212,7 @@ class SelfImprovement:
             self.rounds_data.append(load_from_disk(str(round_dir(self.out, k) / "data"), keep_in_memory=True))
         # The finished rounds' records are the summary (a run killed before rewriting summary.jsonl lacks a row).
         self.summary = [read_record(self.out, k) for k in done]
-        if (any(not (self.out / name).is_file() for name in (SUMMARY_FILE, "summary.md", "summary.png"))
+        if (any(not (self.out / name).is_file() for name in (SUMMARY_FILE, *SUMMARY_VIEWS))
                 or read_summary(self.out) != self.summary):
             self.write_summary()
         self.log(f"Resuming {self.out}: rounds 0-{last} are finished; continuing with round {last + 1}.")
@@ -402,6 +408,8 @@ class SelfImprovement:
             scored = self.evaluate(k)
         record = RoundRecord(round=k, **begun, **scored, **trained, wall_seconds=round(time.time() - start, 1))
         record.stopped = stop_decision(self.summary + [record], self.recipe.stop_patience, self.recipe.collapse_floor)
+        if self.law is not None:
+            record.prediction = prediction(self.law, record, self.recipe.num_rounds - k)
         trainer.log(self.trainer_metrics(record))
         self.finish_round(k, data, record)
 
@@ -481,6 +489,8 @@ class SelfImprovement:
             phases = {f"seconds_{name}": sec for name, sec in (record.phase_seconds or {}).items()}
             self.tracker.log_round(k, {**self.trainer_metrics(record), **phases}, step=self.steps_so_far())
         self.log(self.progress_line(record))
+        if record.prediction:
+            self.log(self.prediction_line(record))
         if record.stopped:
             stopped = record.stopped
             self.log(f"[round {k}/{self.recipe.num_rounds}] stopping ({stopped['rule']}): {stopped['reason']}")
@@ -535,12 +545,19 @@ class SelfImprovement:
         return (f"[round 0/{R}] base levels {rec.levels_trained} | frontier {rec.frontier} | "
                 f"exact match {rec.exact_match:.3f} | {time_part}")
 
+    def prediction_line(self, rec: RoundRecord) -> str:
+        p, left = rec.prediction, self.recipe.num_rounds - rec.round
+        said = (f"it sustains over the {left} round(s) left" if p["collapses_after"] is None else
+                f"kept-label accuracy below {p['collapse_accuracy']} in about {p['collapses_after']} more round(s)")
+        return f"[round {rec.round}/{self.recipe.num_rounds}] the law predicts: {said}"
+
     def write_summary(self):
         if not self.state.is_main_process:
             return
         write_summary(self.out, self.summary)
         (self.out / "summary.md").write_text(summary_table(self.summary))
         (self.out / "summary.png").write_bytes(plot_summary(self.summary))
+        (self.out / "summary_levels.png").write_bytes(plot_level_map(self.summary))
 
     # -- the loop ------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ Reads only the records (summary.jsonl) of finished runs; label accuracies there 
 
 import contextlib
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,14 @@ class Law:
         unstable = [e for e, stable in self.fixed_points() if not stable]
         return 1.0 - unstable[0] if unstable else None
 
+    def save(self, path):
+        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "Law":
+        data = json.loads(Path(path).read_text())
+        return cls(tuple(data["coefficients"]), tuple(data["stderr"]), data["rmse"], data["transitions"])
+
     def predict(self, error: float, rounds: int, collapse_accuracy: float = 0.5) -> int | None:
         """The number of rounds after which the kept-label accuracy first falls below
         `collapse_accuracy`, starting from `error`; None when it does not within `rounds`."""
@@ -51,6 +60,17 @@ class Law:
             if 1.0 - error < collapse_accuracy:
                 return n
         return None
+
+
+def prediction(law: Law, record: RoundRecord, rounds_left: int, collapse_accuracy: float = 0.5) -> dict | None:
+    """What the law says of a run after `record`'s round: None for a round without kept labels, else
+    {"collapses_after": rounds from this one until kept-label accuracy < collapse_accuracy (None: it
+    sustains over the rounds left), "critical_accuracy": ...}."""
+    if record.labels is None or record.labels.label_accuracy_kept is None:
+        return None
+    after = law.predict(1.0 - record.labels.label_accuracy_kept, rounds_left, collapse_accuracy)
+    return {"collapses_after": after, "critical_accuracy": law.critical_accuracy(),
+            "collapse_accuracy": collapse_accuracy}
 
 
 def kept_errors(records: list[RoundRecord]) -> list[float | None]:

@@ -14,7 +14,7 @@ from synthetic_records import round_record
 
 from conftest import SMALL
 from si_hf import SIForCausalLM
-from si_hf.cards import plot_summary, summary_table
+from si_hf.cards import plot_level_map, plot_summary, summary_table
 from si_hf.config import RESUMABLE_CHANGES, RecipeError, parse_recipe
 from si_hf.corruption import corrupt_completion, corrupt_completions
 from si_hf.filters import select_labels
@@ -216,6 +216,7 @@ def test_stop_and_corruption_micro_run(recipe_factory, run_rounds_main):
     assert "stopping (stop_patience)" in log
     assert "Stopped after round 1 (stop_patience)" in (out / "summary.md").read_text()
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "summary_levels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     labels = records[1]["labels"]
     corruption = labels["corruption"]
@@ -279,6 +280,8 @@ def test_summary_notes_and_plot():
     assert "Stopped" not in summary_table(summary[:1])
     png = plot_summary(summary)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and plot_summary(summary) == png
+    level_map = plot_level_map(summary)
+    assert level_map[:8] == png[:8] and plot_level_map(summary) == level_map != png
 
 
 def test_a_run_older_than_the_new_fields_still_resumes(tmp_path):

@@ -69,3 +69,31 @@ def test_the_script_fits_runs_on_disk_and_names_what_it_predicts(tmp_path, capsy
     assert f"{tmp_path}/run-0: predicted sustains, measured sustains" in out
     assert f"{tmp_path}/run-6: predicted collapses after" in out
     assert script["main"]([str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.slow
+def test_a_run_records_what_its_law_predicts_after_every_round(tmp_path, write_recipe, run_rounds_main, capsys):
+    import json
+
+    from conftest import SMALL
+
+    law_file = tmp_path / "law.json"
+    Law(TRUE, (0.01, 0.02, 0.03), 0.004, 40).save(law_file)
+    assert Law.load(law_file) == Law(TRUE, (0.01, 0.02, 0.03), 0.004, 40)
+    argv = write_recipe(tmp_path, num_rounds=2) + ["--sustainability_law", str(law_file)]
+    assert run_rounds_main(argv) == 0
+    log = capsys.readouterr().out
+    records = [json.loads((tmp_path / "run" / f"round-{k}" / "eval.json").read_text()) for k in range(3)]
+    assert "prediction" not in records[0]  # round 0 has no self-made labels
+    assert any("prediction" in rec for rec in records[1:])
+    for k in (1, 2):
+        p = records[k].get("prediction")
+        if records[k]["labels"]["label_accuracy_kept"] is None:
+            assert p is None
+            continue
+        error = 1 - records[k]["labels"]["label_accuracy_kept"]
+        assert p["collapses_after"] == Law.load(law_file).predict(error, 2 - k)
+        assert p["critical_accuracy"] == pytest.approx(0.604, abs=0.01)
+        assert f"[round {k}/2] the law predicts: " in log
+    argv = write_recipe(tmp_path, name="nolaw", **SMALL) + ["--sustainability_law", str(tmp_path / "missing.json")]
+    assert run_rounds_main(argv) == 2
