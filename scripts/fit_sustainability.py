@@ -1,7 +1,7 @@
 """Fit the law of sustainability on finished runs and print it (si_hf/sustainability.py).
 
     python scripts/fit_sustainability.py runs/sweep-copy [more run directories ...] [--collapse_accuracy 0.5]
-        [--save law.json]
+        [--save law.json] [--plot law.png]
 
 Every run found under the directories (a summary.jsonl at any depth) gives its kept-label error per
 round; the law e_{k+1} = a + b e_k + c e_k^2 is fitted on all their consecutive rounds. Printed: each
@@ -12,8 +12,9 @@ each run what the law predicts from its first round's error against what happene
 
 import argparse
 import sys
+from pathlib import Path
 
-from si_hf.sustainability import fit_law, kept_errors, read_runs
+from si_hf.sustainability import fit_law, kept_errors, plot_law, read_runs
 
 
 def collapsed_after(errors: list, collapse_accuracy: float) -> int | None:
@@ -29,6 +30,7 @@ def main(argv=None):
     p.add_argument("directories", nargs="+")
     p.add_argument("--collapse_accuracy", type=float, default=0.5)
     p.add_argument("--save", help="write the law as JSON here (a recipe's sustainability_law)")
+    p.add_argument("--plot", help="write the measured transitions, the law and its fixed points as a PNG here")
     args = p.parse_args(argv)
     runs = {d if name == "." else f"{d}/{name}": records
             for d in args.directories for name, records in read_runs(d).items()}
@@ -46,6 +48,8 @@ def main(argv=None):
         return 2
     if args.save:
         law.save(args.save)
+    if args.plot:
+        Path(args.plot).write_bytes(plot_law(law, list(series.values())))
     (a, b, c), (sa, sb, sc) = law.coefficients, law.stderr
     print(f"law: e' = {a:.4f} (+-{sa:.4f}) + {b:.3f} (+-{sb:.3f}) e + {c:.3f} (+-{sc:.3f}) e^2; "
           f"rmse {law.rmse:.4f} on {law.transitions} transitions")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cards import png_bytes
 from .records import SUMMARY_FILE, RoundRecord, read_summary
 
 
@@ -115,3 +116,25 @@ def read_runs(directory) -> dict[str, list[RoundRecord]]:
     root = Path(directory)
     return {str(path.parent.relative_to(root)): read_summary(path.parent)
             for path in sorted(root.rglob(SUMMARY_FILE))}
+
+
+def plot_law(law: Law, series: list[list[float | None]]) -> bytes:
+    """PNG: the measured transitions (e_k, e_k+1), the fitted map, the diagonal and the fixed points."""
+    from matplotlib.figure import Figure
+
+    pairs = transitions(series)
+    top = max(0.05, float(pairs.max()) * 1.1) if len(pairs) else 1.0
+    xs = np.linspace(0.0, min(1.0, top), 200)
+    fig = Figure(figsize=(5, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot(pairs[:, 0], pairs[:, 1], "o", color="tab:blue", alpha=0.7, label="measured rounds")
+    ax.plot(xs, [law(x) for x in xs], color="tab:orange", label="fitted law")
+    ax.plot(xs, xs, "--", color="gray", label="no change")
+    for e, stable in law.fixed_points():
+        if e <= xs[-1]:
+            ax.plot([e], [e], "o" if stable else "x", color="black", markersize=9,
+                    label=f"{'stable' if stable else 'critical'} {e:.3f}")
+    ax.set(xlabel="kept-label error, round k", ylabel="kept-label error, round k+1", title="the law of sustainability")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return png_bytes(fig)

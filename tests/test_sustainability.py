@@ -63,7 +63,9 @@ def test_the_script_fits_runs_on_disk_and_names_what_it_predicts(tmp_path, capsy
         (tmp_path / f"run-{i}").mkdir()
         write_summary(tmp_path / f"run-{i}", records)
     script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "fit_sustainability.py"))
-    assert script["main"]([str(tmp_path)]) == 0
+    assert script["main"]([str(tmp_path), "--plot", str(tmp_path / "law.png"),
+                           "--save", str(tmp_path / "law.json")]) == 0
+    assert (tmp_path / "law.png").read_bytes()[:4] == b"\x89PNG" and Law.load(tmp_path / "law.json").transitions > 0
     out = capsys.readouterr().out
     assert "law: e' = " in out and "(unstable)" in out
     assert f"{tmp_path}/run-0: predicted sustains, measured sustains" in out
