@@ -125,8 +125,8 @@ def label_accuracy(labels, answers, label_sets, filter_stats, masks, kept_correc
     (written into `filter_stats`), per lineage, and among the rows trained on (`kept_correct`)."""
     correct = [lab.completion == a for lab, a in zip(labels, answers)]
     for step, mask in zip(filter_stats, masks):
-        kept_correct = [c for c, m in zip(correct, mask) if m]
-        step["label_accuracy"] = sum(kept_correct) / len(kept_correct) if kept_correct else None
+        step_correct = [c for c, m in zip(correct, mask) if m]
+        step["label_accuracy"] = sum(step_correct) / len(step_correct) if step_correct else None
     if len(label_sets) > 1:
         filter_stats[0]["seed_label_accuracy"] = [
             sum(lab.completion == a for lab, a in zip(ls, answers)) / len(ls) for ls in label_sets]

@@ -293,3 +293,15 @@ def test_a_run_older_than_the_new_fields_still_resumes(tmp_path):
     with pytest.raises(RecipeError, match="schedule"):
         check_output_dir(parse_recipe(["--output_dir", str(tmp_path), "--schedule", "accelerated"]))
     assert {"stop_patience", "collapse_floor"} <= set(RESUMABLE_CHANGES)
+
+
+def test_kept_label_accuracy_is_that_of_the_rows_trained_on_after_a_corruption():
+    """After the filters, the kept rows as trained on (corrupted ones wrong) decide label_accuracy_kept; each
+    filter step keeps the accuracy of what it kept before any corruption."""
+    from si_hf.rounds import label_accuracy
+
+    labels = [Label(f"{i}=", str(i), True) for i in range(4)]
+    steps = [{"filter": "length", "in": 4, "out": 4}]
+    stats = label_accuracy(labels, [str(i) for i in range(4)], [labels], steps, [[True] * 4],
+                           kept_correct=[True, False, True, False])  # two kept labels corrupted
+    assert stats["label_accuracy_kept"] == 0.5 and steps[0]["label_accuracy"] == 1.0
