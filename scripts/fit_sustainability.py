@@ -7,7 +7,7 @@ Every run found under the directories (a summary.jsonl at any depth) gives its k
 round; the law e_{k+1} = a + b e_k + c e_k^2 is fitted on all their consecutive rounds. Printed: each
 run's kept-label accuracy and frontier by round, and whether (and when) it collapsed; the coefficients
 with their bootstrap uncertainty, the fit's error, the fixed points and the critical accuracy; and for
-each run what the law predicts from its first round's error against what happened.
+each run what the law predicts from its corrupted round's error (else round 1's) against what happened.
 """
 
 import argparse
@@ -15,6 +15,11 @@ import sys
 from pathlib import Path
 
 from si_hf.sustainability import fit_law, kept_errors, plot_law, read_runs
+
+
+def start_round(records) -> int:
+    """Where a prediction starts: the corrupted round of a run that has one, else round 1."""
+    return next((rec.round for rec in records if rec.labels and rec.labels.corruption), 1)
 
 
 def collapsed_after(errors: list, collapse_accuracy: float) -> int | None:
@@ -57,11 +62,13 @@ def main(argv=None):
     print(f"fixed points (error): {points or 'none in [0, 1]'}; critical kept-label accuracy: "
           f"{law.critical_accuracy() if law.critical_accuracy() is not None else 'none'}")
     for name, errors in series.items():
+        errors = errors[start_round(runs[name]) - 1:]
         first = next((e for e in errors if e is not None), None)
         if first is None:
             continue
         predicted = law.predict(first, len(errors) - 1, args.collapse_accuracy)
-        print(f"{name}: predicted {'sustains' if predicted is None else f'collapses after {predicted} rounds'}, "
+        print(f"{name}: from round {start_round(runs[name])}, predicted "
+              f"{'sustains' if predicted is None else f'collapses after {predicted} rounds'}, "
               f"measured {'sustains' if (n := collapsed_after(errors, args.collapse_accuracy)) is None else n}")
     return 0
 

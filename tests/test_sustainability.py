@@ -68,8 +68,8 @@ def test_the_script_fits_runs_on_disk_and_names_what_it_predicts(tmp_path, capsy
     assert (tmp_path / "law.png").read_bytes()[:4] == b"\x89PNG" and Law.load(tmp_path / "law.json").transitions > 0
     out = capsys.readouterr().out
     assert "law: e' = " in out and "(unstable)" in out
-    assert f"{tmp_path}/run-0: predicted sustains, measured sustains" in out
-    assert f"{tmp_path}/run-6: predicted collapses after" in out
+    assert f"{tmp_path}/run-0: from round 1, predicted sustains, measured sustains" in out
+    assert f"{tmp_path}/run-6: from round 1, predicted collapses after" in out
     assert script["main"]([str(tmp_path / "nothing")]) == 2
 
 
