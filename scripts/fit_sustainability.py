@@ -4,7 +4,8 @@
         [--save law.json] [--plot law.png]
 
 Every run found under the directories (a summary.jsonl at any depth) gives its kept-label error per
-round; the law e_{k+1} = a + b e_k + c e_k^2 is fitted on all their consecutive rounds. Printed: each
+round; the law e_{k+1} = a + b e_k + c e_k^2 is fitted on all their consecutive rounds from the corrupted
+one on (the step into it is the corruption, not the law). Printed: each
 run's kept-label accuracy and frontier by round, and whether (and when) it collapsed; the coefficients
 with their bootstrap uncertainty, the fit's error, the fixed points and the critical accuracy; and for
 each run what the law predicts from its corrupted round's error (else round 1's) against what happened.
@@ -42,9 +43,10 @@ def main(argv=None):
     if not runs:
         print(f"error: no finished run under {', '.join(args.directories)}", file=sys.stderr)
         return 2
-    series = {name: kept_errors(records) for name, records in runs.items()}
+    # From the corrupted round on: the step into it is the corruption, not the law.
+    series = {name: kept_errors(records)[start_round(records) - 1:] for name, records in runs.items()}
     for name, records in runs.items():
-        accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in series[name])
+        accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in kept_errors(records))
         print(f"{name}: kept-label accuracy {accs} | frontier {' '.join(str(r.frontier) for r in records)}")
     try:
         law = fit_law(list(series.values()))
@@ -62,7 +64,6 @@ def main(argv=None):
     print(f"fixed points (error): {points or 'none in [0, 1]'}; critical kept-label accuracy: "
           f"{law.critical_accuracy() if law.critical_accuracy() is not None else 'none'}")
     for name, errors in series.items():
-        errors = errors[start_round(runs[name]) - 1:]
         first = next((e for e in errors if e is not None), None)
         if first is None:
             continue
