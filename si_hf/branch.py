@@ -13,12 +13,11 @@ import shutil
 from pathlib import Path
 
 from .errors import RecipeError
-from .hub import read_state, write_state
+from .hub import check_rounds_left, check_same_base, mark_imported
 from .manifest import MANIFEST, finished_rounds, staged_round, verify_round
 from .records import SUMMARY_FILE, parse_init_from, read_summary, round_dir, round_name, write_summary
 
 logger = logging.getLogger("si_hf")
-MATCHING = ("task", "base_min_level", "base_max_level")  # what a continuation must share with its source
 
 
 def local_source(init_from: str | None) -> Path | None:
@@ -36,15 +35,10 @@ def check_source(init_from: str, recipe) -> tuple[Path, int]:
     source, k = local_source(init_from), parse_init_from(init_from)[1]
     if k not in finished_rounds(source):
         raise RecipeError(f"init_from={init_from!r}: {round_dir(source, k)} is not a finished round")
-    if recipe.num_rounds <= k:
-        raise RecipeError(f"init_from={init_from!r}: num_rounds must be more than {k} to continue after round {k}")
+    check_rounds_left(init_from, recipe, k)
     if Path(recipe.output_dir).resolve() == source.resolve():
         raise RecipeError(f"init_from={init_from!r}: output_dir is the source run itself")
-    theirs = yaml.safe_load((source / "recipe.yaml").read_text())
-    for name in MATCHING:
-        if theirs.get(name) != getattr(recipe, name):
-            raise RecipeError(f"init_from={init_from!r}: its {name} is {theirs.get(name)!r}, this recipe's is "
-                              f"{getattr(recipe, name)!r}")
+    check_same_base(init_from, recipe, yaml.safe_load((source / "recipe.yaml").read_text()))
     return source, k
 
 
@@ -62,8 +56,6 @@ def branch_rounds(init_from: str, out, recipe) -> int:
             shutil.copytree(round_dir(source, j), tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST))
     if (source / SUMMARY_FILE).is_file():
         write_summary(out, read_summary(source, k))
-    state = read_state(out)
-    state["imported"] = {"from": init_from, "last_round": k}
-    write_state(out, state)
+    mark_imported(out, init_from, k)
     logger.info("Started from %s: rounds 0-%d copied into %s", init_from, k, out)
     return k

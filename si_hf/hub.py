@@ -266,7 +266,30 @@ class Publisher:
         return oid
 
 
-# -- starting from the Hub -------------------------------------------------------------------------
+# -- starting from a finished round (of a Hub repo here; of a local run in si_hf.branch) ---------------
+SHARED_WITH_SOURCE = ("task", "base_min_level", "base_max_level")  # what a continuation must share with its source
+
+
+def check_rounds_left(init_from: str, recipe, k: int):
+    if recipe.num_rounds <= k:
+        raise RecipeError(f"init_from={init_from!r}: num_rounds must be more than {k} to continue after round {k}")
+
+
+def check_same_base(init_from: str, recipe, source: dict):
+    """A RecipeError when the source's recipe (a dict) has another task or base range than `recipe`."""
+    for name in SHARED_WITH_SOURCE:
+        if source.get(name) != getattr(recipe, name):
+            raise RecipeError(f"init_from={init_from!r}: its {name} is {source.get(name)!r}, this recipe's is "
+                              f"{getattr(recipe, name)!r}")
+
+
+def mark_imported(out, init_from: str, k: int):
+    """Records in hub_state.json that rounds 0..k came from `init_from` (read by `imported_from`)."""
+    state = read_state(out)
+    state["imported"] = {"from": init_from, "last_round": k}
+    write_state(out, state)
+
+
 def import_rounds(init_from: str, out, recipe) -> int:
     """Materializes rounds 0..k of `REPO@round-k` in `out` (round k's checkpoint, every round's data
     and records), so the run resumes with round k+1. Returns k."""
@@ -277,14 +300,9 @@ def import_rounds(init_from: str, out, recipe) -> int:
     repo, k = parse_init_from(init_from)
     rev = round_name(k)
     out = Path(out)
-    if recipe.num_rounds <= k:
-        raise RecipeError(f"init_from={init_from!r}: num_rounds must be more than {k} to continue after round {k}")
+    check_rounds_left(init_from, recipe, k)
     snapshot = Path(with_retries(f"downloading {init_from}", lambda: snapshot_download(repo, revision=rev)))
-    source = yaml.safe_load((snapshot / "recipe.yaml").read_text())
-    for name in ("task", "base_min_level", "base_max_level"):
-        if source.get(name) != getattr(recipe, name):
-            raise RecipeError(f"init_from={init_from!r}: its {name} is {source.get(name)!r}, this recipe's is "
-                              f"{getattr(recipe, name)!r}")
+    check_same_base(init_from, recipe, yaml.safe_load((snapshot / "recipe.yaml").read_text()))
     summary = parse_summary((snapshot / SUMMARY_FILE).read_text())
     data_repos = ModelCard.load(snapshot / CARD_FILE).data.datasets or []
     if not data_repos:
@@ -305,9 +323,7 @@ def import_rounds(init_from: str, out, recipe) -> int:
                     if path.is_file() and path.name not in (RECORD_FILE, SUMMARY_FILE, "recipe.yaml"):
                         shutil.copy(path, tmp / "model" / path.name)
     write_summary(out, summary[: k + 1])
-    state = read_state(out)
-    state["imported"] = {"from": init_from, "last_round": k}
-    write_state(out, state)
+    mark_imported(out, init_from, k)
     logger.info("Started from %s: rounds 0-%d fetched into %s", init_from, k, out)
     return k
 
