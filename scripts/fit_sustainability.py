@@ -43,10 +43,11 @@ def main(argv=None):
     if not runs:
         print(f"error: no finished run under {', '.join(args.directories)}", file=sys.stderr)
         return 2
+    errors = {name: kept_errors(records) for name, records in runs.items()}
     # From the corrupted round on: the step into it is the corruption, not the law.
-    series = {name: kept_errors(records)[start_round(records) - 1:] for name, records in runs.items()}
+    series = {name: errors[name][start_round(records) - 1:] for name, records in runs.items()}
     for name, records in runs.items():
-        accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in kept_errors(records))
+        accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in errors[name])
         print(f"{name}: kept-label accuracy {accs} | frontier {' '.join(str(r.frontier) for r in records)}")
     try:
         law = fit_law(list(series.values()))
@@ -63,14 +64,14 @@ def main(argv=None):
     points = ", ".join(f"{e:.3f} ({'stable' if stable else 'unstable'})" for e, stable in law.fixed_points())
     print(f"fixed points (error): {points or 'none in [0, 1]'}; critical kept-label accuracy: "
           f"{law.critical_accuracy() if law.critical_accuracy() is not None else 'none'}")
-    for name, errors in series.items():
-        first = next((e for e in errors if e is not None), None)
+    for name, tail in series.items():
+        first = next((e for e in tail if e is not None), None)
         if first is None:
             continue
-        predicted = law.predict(first, len(errors) - 1, args.collapse_accuracy)
+        predicted = law.predict(first, len(tail) - 1, args.collapse_accuracy)
         print(f"{name}: from round {start_round(runs[name])}, predicted "
               f"{'sustains' if predicted is None else f'collapses after {predicted} rounds'}, "
-              f"measured {'sustains' if (n := collapsed_after(errors, args.collapse_accuracy)) is None else n}")
+              f"measured {'sustains' if (n := collapsed_after(tail, args.collapse_accuracy)) is None else n}")
     return 0
 
 

@@ -215,9 +215,14 @@ def render_dataset_card(recipe: dict, summary: list[RoundRecord], rounds: list[i
     return str(card)
 
 
+def evaluated_levels(summary: list[RoundRecord]) -> list[str]:
+    """Every level name any round evaluated, in evaluation order."""
+    return list(dict.fromkeys(lvl for rec in summary for lvl in rec.accuracy_by_level))
+
+
 def summary_table(summary: list[RoundRecord]) -> str:
     """Markdown table: one row per round, one accuracy column per evaluated level."""
-    levels = list(dict.fromkeys(lvl for rec in summary for lvl in rec.accuracy_by_level))  # eval order
+    levels = evaluated_levels(summary)
     head = ["round", "trained", "frontier", *[f"@{lvl}" for lvl in levels], "label acc", "kept/labeled", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in summary:
@@ -272,7 +277,7 @@ def plot_level_map(summary: list[RoundRecord]) -> bytes:
     """PNG: accuracy by level (rows) x round (columns) as a heat map: where a run holds, where it breaks."""
     from matplotlib.figure import Figure
 
-    levels = list(dict.fromkeys(lvl for rec in summary for lvl in rec.accuracy_by_level))  # eval order
+    levels = evaluated_levels(summary)
     grid = [[rec.accuracy_by_level.get(lvl, float("nan")) for rec in summary] for lvl in levels]
     fig = Figure(figsize=(max(4, 0.4 * len(summary) + 2), max(3, 0.25 * len(levels) + 1.5)), dpi=100)
     ax = fig.add_subplot()

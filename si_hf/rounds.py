@@ -135,8 +135,9 @@ def label_accuracy(labels, answers, label_sets, filter_stats, masks, kept_correc
             "filters": filter_stats}
 
 
-# What write_summary renders beside summary.jsonl (rebuilt on a rerun when one is missing).
-SUMMARY_VIEWS = ("summary.md", "summary.png", "summary_levels.png")
+# What write_summary renders beside summary.jsonl, and how (rebuilt on a rerun when one is missing).
+SUMMARY_VIEWS = {"summary.md": lambda summary: summary_table(summary).encode(), "summary.png": plot_summary,
+                 "summary_levels.png": plot_level_map}
 
 
 class SelfImprovement:
@@ -555,9 +556,8 @@ class SelfImprovement:
         if not self.state.is_main_process:
             return
         write_summary(self.out, self.summary)
-        (self.out / "summary.md").write_text(summary_table(self.summary))
-        (self.out / "summary.png").write_bytes(plot_summary(self.summary))
-        (self.out / "summary_levels.png").write_bytes(plot_level_map(self.summary))
+        for name, render in SUMMARY_VIEWS.items():
+            (self.out / name).write_bytes(render(self.summary))
 
     # -- the loop ------------------------------------------------------------------------------
     @contextlib.contextmanager
