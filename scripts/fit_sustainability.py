@@ -1,78 +1,130 @@
-"""Fit the law of sustainability on finished runs and print it (si_hf/sustainability.py).
+"""Fit the law of sustainability on finished runs, and test it on held-out ones (si_hf/sustainability.py).
 
-    python scripts/fit_sustainability.py runs/sweep-copy [more run directories ...] [--collapse_accuracy 0.5]
-        [--save law.json] [--plot law.png]
+    python scripts/fit_sustainability.py runs/sweep-copy [more run directories ...] [--state next_level]
+        [--holdout '*digits-0.05' ...] [--collapse_accuracy 0.5] [--save law.json] [--plot law.png]
+        [--phases phases.png]
 
-Every run found under the directories (a summary.jsonl at any depth) gives its kept-label error per
-round; the law e_{k+1} = a + b e_k + c e_k^2 is fitted on all their consecutive rounds from the corrupted
-one on (the step into it is the corruption, not the law). Printed: each
-run's kept-label accuracy and frontier by round, and whether (and when) it collapsed; the coefficients
-with their bootstrap uncertainty, the fit's error, the fixed points and the critical accuracy; and for
-each run what the law predicts from its corrupted round's error (else round 1's) against what happened.
+Every run found under the directories (a summary.jsonl at any depth) gives its state by round; the law
+logit e_{k+1} = alpha + beta logit e_k is fitted on the consecutive rounds of the runs that no --holdout
+pattern (fnmatch, on the run's name as printed) matches, from each run's corrupted round on (the step
+into it is the corruption, not the law). Printed: each run's accuracy and frontier by round; the
+coefficients with their bootstrap uncertainty, the fit's error, the fixed point and the critical
+accuracy; and for each run what the law predicts from its corrupted round (else round 1) against what
+happened, a hit when both say sustained, or both collapsed within 2 rounds of each other; the held-out
+runs' hits counted.
 """
 
 import argparse
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
-from si_hf.sustainability import fit_law, kept_errors, plot_law, read_runs
+from si_hf.sustainability import (
+    STATE_TEXT,
+    STATES,
+    collapsed_after,
+    corruption_of,
+    errors,
+    fit_law,
+    plot_law,
+    plot_phases,
+    read_runs,
+)
+
+TOLERANCE = 2  # rounds a predicted collapse may be off and still count as a hit
 
 
 def start_round(records) -> int:
     """Where a prediction starts: the corrupted round of a run that has one, else round 1."""
-    return next((rec.round for rec in records if rec.labels and rec.labels.corruption), 1)
+    corruption = corruption_of(records)
+    return corruption[0] if corruption else 1
 
 
-def collapsed_after(errors: list, collapse_accuracy: float) -> int | None:
-    """Rounds after the first until the kept-label accuracy first fell below collapse_accuracy."""
-    for n, e in enumerate(errors[1:], 1):
-        if e is not None and 1.0 - e < collapse_accuracy:
-            return n
-    return None
+def outcome_text(n: int | None) -> str:
+    return "sustains" if n is None else f"collapses after {n}"
+
+
+def is_hit(predicted: int | None, measured: int | None) -> bool:
+    if predicted is None or measured is None:
+        return predicted is measured
+    return abs(predicted - measured) <= TOLERANCE
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("directories", nargs="+")
+    p.add_argument("--state", choices=sorted(STATES), default="next_level", help="the error the law carries")
+    p.add_argument("--holdout", nargs="+", default=[], help="runs (fnmatch patterns) left out of the fit, predicted")
+    p.add_argument("--collapse_accuracy", type=float, default=0.5)
+    p.add_argument("--save", help="write the law as JSON here (a recipe's sustainability_law)")
+    p.add_argument("--plot", help="write the measured transitions, the law and its fixed point as a PNG here")
+    p.add_argument("--phases", help="write the phase diagram (mode x fraction -> outcome) as a PNG here")
+    return p.parse_args(argv)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("directories", nargs="+")
-    p.add_argument("--collapse_accuracy", type=float, default=0.5)
-    p.add_argument("--save", help="write the law as JSON here (a recipe's sustainability_law)")
-    p.add_argument("--plot", help="write the measured transitions, the law and its fixed points as a PNG here")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     runs = {d if name == "." else f"{d}/{name}": records
             for d in args.directories for name, records in read_runs(d).items()}
     if not runs:
         print(f"error: no finished run under {', '.join(args.directories)}", file=sys.stderr)
         return 2
-    errors = {name: kept_errors(records) for name, records in runs.items()}
-    # From the corrupted round on: the step into it is the corruption, not the law.
-    series = {name: errors[name][start_round(records) - 1:] for name, records in runs.items()}
+    held = {name for name in runs if any(fnmatch(name, pattern) for pattern in args.holdout)}
+    state = {name: errors(records, args.state) for name, records in runs.items()}
+    tails = {name: state[name][start_round(records):] for name, records in runs.items()}
     for name, records in runs.items():
-        accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in errors[name])
-        print(f"{name}: kept-label accuracy {accs} | frontier {' '.join(str(r.frontier) for r in records)}")
+        accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in state[name])
+        print(f"{name}{' (held out)' if name in held else ''}: {STATE_TEXT[args.state]} {accs} | "
+              f"frontier {' '.join(str(r.frontier) for r in records)}")
     try:
-        law = fit_law(list(series.values()))
+        law = fit_law([tail for name, tail in tails.items() if name not in held], args.state)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print_law(law)
+    outcomes = [judge(name, runs[name], tails[name], law, args.collapse_accuracy, name in held) for name in runs]
+    if held:
+        hits = sum(o["hit"] for o in outcomes if o.get("held_out"))
+        print(f"held out: {hits} of {len(held)} predicted right")
     if args.save:
         law.save(args.save)
     if args.plot:
-        Path(args.plot).write_bytes(plot_law(law, list(series.values())))
-    (a, b, c), (sa, sb, sc) = law.coefficients, law.stderr
-    print(f"law: e' = {a:.4f} (+-{sa:.4f}) + {b:.3f} (+-{sb:.3f}) e + {c:.3f} (+-{sc:.3f}) e^2; "
-          f"rmse {law.rmse:.4f} on {law.transitions} transitions")
-    points = ", ".join(f"{e:.3f} ({'stable' if stable else 'unstable'})" for e, stable in law.fixed_points())
-    print(f"fixed points (error): {points or 'none in [0, 1]'}; critical kept-label accuracy: "
-          f"{law.critical_accuracy() if law.critical_accuracy() is not None else 'none'}")
-    for name, tail in series.items():
-        first = next((e for e in tail if e is not None), None)
-        if first is None:
-            continue
-        predicted = law.predict(first, len(tail) - 1, args.collapse_accuracy)
-        print(f"{name}: from round {start_round(runs[name])}, predicted "
-              f"{'sustains' if predicted is None else f'collapses after {predicted} rounds'}, "
-              f"measured {'sustains' if (n := collapsed_after(tail, args.collapse_accuracy)) is None else n}")
+        Path(args.plot).write_bytes(plot_law(law, [t for n, t in tails.items() if n not in held],
+                                             [t for n, t in tails.items() if n in held]))
+    if args.phases:
+        Path(args.phases).write_bytes(plot_phases([o for o in outcomes if "mode" in o]))
     return 0
+
+
+def print_law(law):
+    (alpha, beta), (s_alpha, s_beta) = law.coefficients, law.stderr
+    print(f"law ({law.state}): logit e' = {alpha:.3f} (+-{s_alpha:.3f}) + {beta:.3f} (+-{s_beta:.3f}) logit e; "
+          f"rmse {law.rmse:.4f} on {law.transitions} transitions")
+    points = ", ".join(f"error {e:.3f} ({'stable' if stable else 'critical'})" for e, stable in law.fixed_points())
+    critical = law.critical_accuracy()
+    low, high = law.critical_range or (None, None)
+    spread = f" (bootstrap 5-95%: {low:.3f}-{high:.3f})" if law.critical_range else ""
+    print(f"fixed point: {points or 'none inside (0, 1)'}; critical accuracy: "
+          f"{'none' if critical is None else f'{critical:.3f}{spread}'}")
+
+
+def judge(name, records, tail, law, collapse_accuracy, held_out) -> dict:
+    """What the law predicts for a run from its start round, against what happened; printed."""
+    first = tail[0] if tail else None
+    if first is None:
+        print(f"{name}: no state at its start round; nothing predicted")
+        return {"hit": False, "held_out": held_out}
+    predicted = law.predict(first, len(tail) - 1, collapse_accuracy)
+    measured = collapsed_after(tail, collapse_accuracy)
+    hit = is_hit(predicted, measured)
+    print(f"{name}: from round {start_round(records)}, predicted {outcome_text(predicted)}, "
+          f"measured {outcome_text(measured)} over {len(tail) - 1} rounds: {'hit' if hit else 'miss'}"
+          f"{' (held out)' if held_out else ''}")
+    outcome = {"hit": hit, "held_out": held_out, "measured": measured, "predicted": predicted}
+    corruption = corruption_of(records)
+    if corruption:
+        return {**outcome, "mode": corruption[1], "fraction": corruption[2]}
+    return {**outcome, "mode": "none", "fraction": 0.0}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import yaml
 from .records import LabelStats, RoundRecord, parse_init_from, round_name
 
 PLOT_FILE = "accuracy_by_level.png"
+LEVEL_MAP_FILE = "accuracy_by_level_and_round.png"
 CARD_FILE = "README.md"
 # The card templates: the top-level model_cards/ directory, installed as the package `si_hf.model_cards`
 # (pyproject.toml maps it into si_hf; see card_template).
@@ -89,8 +90,8 @@ def hub_url(repo_id: str, repo_type: str = "model", revision: str | None = None)
 
 def render_model_card(recipe: dict, summary: list[RoundRecord], k: int, model_dir, *, model_repo: str | None = None,
                       data_repo: str | None = None, parent: str | None = None,
-                      shown_dir=None) -> tuple[str, bytes]:
-    """The card (README.md text) and its plot (PNG bytes) of round k. `summary` holds rounds 0..k;
+                      shown_dir=None) -> tuple[str, dict[str, bytes]]:
+    """The card (README.md text) and its plots (PNG bytes by file name) of round k. `summary` holds rounds 0..k;
     without `model_repo` the card shows how to load the local round from `shown_dir` (default
     `model_dir`, where the checkpoint is read now)."""
     from huggingface_hub import ModelCard
@@ -110,11 +111,12 @@ def render_model_card(recipe: dict, summary: list[RoundRecord], k: int, model_di
         num_hidden_layers=recipe.get("num_hidden_layers"), hidden_size=recipe.get("hidden_size"),
         position_encoding={"nope": "no positional encoding (NoPE)", "rope": "RoPE"}.get(encoding, encoding),
         num_parameters=count_parameters(model_dir), pretrained=recipe.get("model_name_or_path"),
-        lora_r=recipe.get("lora_r"), plot_file=PLOT_FILE, summary_table=summary_table(summary),
+        lora_r=recipe.get("lora_r"), plot_file=PLOT_FILE, level_map_file=LEVEL_MAP_FILE,
+        summary_table=summary_table(summary),
         eval_levels=f"{recipe.get('eval_min_level')}-{recipe.get('eval_max_level')}",
         recipe_yaml=published_recipe(recipe), **refs,
     )
-    return str(card), plot_accuracy(summary)
+    return str(card), {name: render(summary) for name, render in CARD_PLOTS.items()}
 
 
 def _model_card_data(task: str, k: int, name: str, record: RoundRecord, data_repo: str | None):
@@ -176,10 +178,11 @@ def _load_refs(k: int, model_repo: str | None, data_repo: str | None, shown: Pat
 
 
 def write_model_card(model_dir, recipe: dict, summary: list[RoundRecord], k: int, **repos):
-    """Writes README.md and the plot into a round's model directory."""
-    card, png = render_model_card(recipe, summary, k, model_dir, **repos)
+    """Writes README.md and the plots into a round's model directory."""
+    card, plots = render_model_card(recipe, summary, k, model_dir, **repos)
     Path(model_dir, CARD_FILE).write_text(card)
-    Path(model_dir, PLOT_FILE).write_bytes(png)
+    for name, png in plots.items():
+        Path(model_dir, name).write_bytes(png)
 
 
 def render_dataset_card(recipe: dict, summary: list[RoundRecord], rounds: list[int], *, data_repo: str,
@@ -239,6 +242,9 @@ def summary_table(summary: list[RoundRecord]) -> str:
         if corruption:
             notes.append(f"Round {rec.round}: {corruption['corrupted']} kept labels corrupted on purpose "
                          f"({corruption['mode']}, fraction {corruption['fraction']}).")
+    if summary and summary[-1].prediction:
+        notes.append(f"After round {summary[-1].round} the law of sustainability predicts: "
+                     f"{prediction_text(summary[-1].prediction)}.")
     if summary and summary[-1].stopped:
         stopped = summary[-1].stopped
         notes.append(f"Stopped after round {stopped['round']} ({stopped['rule']}): {stopped['reason']}.")
@@ -288,3 +294,19 @@ def plot_level_map(summary: list[RoundRecord]) -> bytes:
     ax.set(xlabel="round", ylabel="level", title="exact match by level and round")
     fig.colorbar(image, ax=ax, label="exact match")
     return png_bytes(fig)
+
+
+# The errors the law of sustainability can carry (si_hf.sustainability.STATES), as a reader reads them.
+STATE_TEXT = {"next_level": "accuracy at the next level", "kept_labels": "kept-label accuracy"}
+
+
+def prediction_text(p: dict) -> str:
+    """A prediction (see `prediction`) in words."""
+    below = f"{STATE_TEXT[p['state']]} below {p['collapse_accuracy']}"
+    if p["collapses_after"] is None:
+        return f"it sustains over the {p['rounds_left']} round(s) left"
+    after = p["collapses_after"]
+    return f"{below} already" if after == 0 else f"{below} in about {after} more round(s)"
+
+
+CARD_PLOTS = {PLOT_FILE: plot_accuracy, LEVEL_MAP_FILE: plot_level_map}  # the pictures a model card shows

@@ -181,6 +181,7 @@ class Recipe:
                     raise RecipeError(f"{name}={getattr(self, name)!r}: {why}")
         _check_start_and_hub(self)
         _check_filters(self)
+        _check_law(self)
         return self
 
     def to_dict(self):
@@ -295,6 +296,17 @@ def _check_start_and_hub(r: Recipe):
     if r.num_seeds > 1 and r.init_from is not None:
         raise RecipeError(f"init_from={r.init_from!r}: a run continued from a round has one lineage; it cannot "
                           f"start num_seeds={r.num_seeds} lineages")
+
+
+def _check_law(r: Recipe):
+    """A sustainability_law file is one this si-hf can read (checked before any round runs)."""
+    from .sustainability import Law
+
+    if r.sustainability_law is not None and os.path.isfile(r.sustainability_law):
+        try:
+            Law.load(r.sustainability_law)
+        except ValueError as err:
+            raise RecipeError(f"sustainability_law: {err}") from None
 
 
 def _check_filters(r: Recipe):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .cards import CARD_FILE, PLOT_FILE, hub_url, published_recipe, render_dataset_card, render_model_card
+from .cards import CARD_FILE, CARD_PLOTS, hub_url, published_recipe, render_dataset_card, render_model_card
 from .errors import HubError, RecipeError
 from .manifest import finished_rounds, sha256_file, staged_round
 from .records import (
@@ -196,20 +196,20 @@ class Publisher:
 
         rd = round_dir(self.out, k)
         model_dir = rd / "model"
-        card, png = render_model_card(self.recipe, summary, k, model_dir, model_repo=self.model_repo,
+        card, plots = render_model_card(self.recipe, summary, k, model_dir, model_repo=self.model_repo,
                                       data_repo=self.data_repo, parent=self.parent_of(k))
         weights = sorted(model_dir.glob("*.safetensors"))[0]
 
         def operations():
             ops = [CommitOperationAdd(p.name, str(p)) for p in sorted(model_dir.iterdir())
-                   if p.is_file() and p.name not in (CARD_FILE, PLOT_FILE)]
+                   if p.is_file() and p.name != CARD_FILE and p.name not in CARD_PLOTS]
             ops += [
                 CommitOperationAdd(RECORD_FILE, str(rd / RECORD_FILE)),
                 CommitOperationAdd(SUMMARY_FILE, summary_text(summary).encode()),
                 CommitOperationAdd("recipe.yaml", published_recipe(self.recipe).encode()),
-                CommitOperationAdd(PLOT_FILE, png),
                 CommitOperationAdd(CARD_FILE, card.encode()),
             ]
+            ops += [CommitOperationAdd(name, png) for name, png in plots.items()]
             return ops
 
         return self.commit_round("model", self.model_repo, k, operations, weights.name, sha256_file(weights))

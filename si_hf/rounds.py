@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from transformers import set_seed
 
 from .branch import branch_rounds, check_source, local_source
-from .cards import plot_level_map, plot_summary, summary_table, write_model_card
+from .cards import plot_level_map, plot_summary, prediction_text, summary_table, write_model_card
 from .confidence import score_labels
 from .config import RESUMABLE_CHANGES, Recipe, recipe_warnings
 from .consistency import compose_labels, swap_labels
@@ -547,10 +547,7 @@ class SelfImprovement:
                 f"exact match {rec.exact_match:.3f} | {time_part}")
 
     def prediction_line(self, rec: RoundRecord) -> str:
-        p, left = rec.prediction, self.recipe.num_rounds - rec.round
-        said = (f"it sustains over the {left} round(s) left" if p["collapses_after"] is None else
-                f"kept-label accuracy below {p['collapse_accuracy']} in about {p['collapses_after']} more round(s)")
-        return f"[round {rec.round}/{self.recipe.num_rounds}] the law predicts: {said}"
+        return f"[round {rec.round}/{self.recipe.num_rounds}] the law predicts: {prediction_text(rec.prediction)}"
 
     def write_summary(self):
         if not self.state.is_main_process:

@@ -1,14 +1,22 @@
 """When does self-improvement collapse? Label quality carried from one round to the next, fitted.
 
-The law is a map from one round's kept-label error e_k = 1 - (kept-label accuracy) to the next
-round's, e_{k+1} = f(e_k), here a quadratic f(e) = a + b e + c e^2 fitted by least squares on the
-consecutive rounds of many runs (corruption sweeps: scripts/sweep_corruption.py). Its fixed points
-e* = f(e*) in [0, 1] say what a run does: it settles at a stable one (|f'(e*)| < 1), and an unstable
-one is the critical error above which errors grow round after round (the error avalanche); iterating
-f from a measured error predicts whether a run sustains, or the round where its kept-label accuracy
-falls below a collapse level. The parameters' uncertainty is a bootstrap over the runs.
+A run's state after round k is an error e_k in [0, 1], read from its record (STATES):
+- `next_level` (the default): 1 - the accuracy of round k's model at the level after the highest one it
+  trained on, on the held-out set: the error of the labels the next round starts from, before filters;
+- `kept_labels`: 1 - the accuracy of round k's kept labels (the first sweep showed it blind to a run
+  that stalls because its labels stop passing the filters: the few it keeps are right).
 
-Reads only the records (summary.jsonl) of finished runs; label accuracies there are analysis columns.
+The law is a map e_{k+1} = f(e_k), linear in log-odds: logit f(e) = alpha + beta logit e, fitted by least
+squares on the consecutive rounds of many runs (corruption sweeps: scripts/sweep_corruption.py). Errors
+are clipped to [EPS, 1 - EPS] first, about one miss in the smallest held-out sets, so that a perfect
+round has a finite log-odds; rounds at either bound are left out of the fit (they fit any such law).
+Its one interior fixed point e* = expit(alpha / (1 - beta)) says what runs do: with beta > 1 it is the
+critical error, below which errors die out round after round and above which they grow to 1 (the error
+avalanche); with beta < 1 every run settles at e*. Iterating f from a measured
+error predicts whether a run sustains, or the round where its accuracy falls below a collapse level.
+The parameters' uncertainty is a bootstrap over whole runs.
+
+Reads only the records (summary.jsonl) of finished runs; accuracies there are analysis columns.
 """
 
 import contextlib
@@ -18,30 +26,66 @@ from pathlib import Path
 
 import numpy as np
 
-from .cards import png_bytes
-from .records import SUMMARY_FILE, RoundRecord, read_summary
+from .cards import STATE_TEXT, png_bytes
+from .records import SUMMARY_FILE, RoundRecord, parse_summary, read_summary, without_timing
+
+EPS = 0.005
+
+
+def next_level_error(record: RoundRecord) -> float | None:
+    """1 - the round's accuracy at the level after its highest trained one (None: not a numbered level,
+    or not evaluated)."""
+    top = record.levels_trained.split("-")[-1]
+    accuracy = record.accuracy_by_level.get(str(int(top) + 1)) if top.isdigit() else None
+    return None if accuracy is None else 1.0 - accuracy
+
+
+def kept_label_error(record: RoundRecord) -> float | None:
+    """1 - the round's kept-label accuracy (None in round 0 and for a round that kept nothing)."""
+    accuracy = record.labels.label_accuracy_kept if record.labels else None
+    return None if accuracy is None else 1.0 - accuracy
+
+
+STATES = {"next_level": next_level_error, "kept_labels": kept_label_error}
+
+
+def errors(records: list[RoundRecord], state: str = "next_level") -> list[float | None]:
+    """The run's state by round (index = round number)."""
+    return [STATES[state](rec) for rec in records]
+
+
+def logit(error) -> np.ndarray:
+    e = np.clip(np.asarray(error, dtype=float), EPS, 1.0 - EPS)
+    return np.log(e / (1.0 - e))
+
+
+def expit(z) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
 @dataclasses.dataclass
 class Law:
-    coefficients: tuple[float, float, float]  # a, b, c of f(e) = a + b e + c e^2
-    stderr: tuple[float, float, float]  # bootstrap standard deviations of a, b, c
-    rmse: float  # of the fit on its own transitions
+    coefficients: tuple[float, float]  # alpha, beta of logit e' = alpha + beta logit e
+    stderr: tuple[float, float]  # bootstrap standard deviations of alpha, beta
+    rmse: float  # in error, of the fit on its own transitions
     transitions: int
+    state: str = "next_level"  # the error it carries (STATES)
+    critical_range: tuple[float, float] | None = None  # 5th-95th percentile of the critical accuracy, bootstrap
 
     def __call__(self, error: float) -> float:
-        a, b, c = self.coefficients
-        return float(np.clip(a + b * error + c * error**2, 0.0, 1.0))
+        alpha, beta = self.coefficients
+        return float(expit(alpha + beta * logit(error)))
 
     def fixed_points(self) -> list[tuple[float, bool]]:
-        """(e*, stable) for every fixed point in [0, 1], lowest first."""
-        a, b, c = self.coefficients
-        roots = np.roots([c, b - 1.0, a]) if abs(c) > 1e-12 else np.array([a / (1.0 - b)] if b != 1 else [])
-        points = sorted(float(r.real) for r in np.atleast_1d(roots) if abs(r.imag) < 1e-9 and -1e-9 <= r.real <= 1)
-        return [(max(e, 0.0), abs(b + 2 * c * e) < 1.0) for e in points]
+        """(e*, stable) for the interior fixed point, when there is one (0 and 1 are the limits beside it)."""
+        alpha, beta = self.coefficients
+        if abs(1.0 - beta) < 1e-12:
+            return []
+        z = alpha / (1.0 - beta)
+        return [(float(expit(z)), abs(beta) < 1.0)] if abs(z) < logit(EPS).item() * -1 else []
 
     def critical_accuracy(self) -> float | None:
-        """The kept-label accuracy below which errors grow (1 - the lowest unstable fixed point)."""
+        """The accuracy below which errors grow round after round (1 - the unstable fixed point)."""
         unstable = [e for e, stable in self.fixed_points() if not stable]
         return 1.0 - unstable[0] if unstable else None
 
@@ -50,91 +94,156 @@ class Law:
 
     @classmethod
     def load(cls, path) -> "Law":
-        data = json.loads(Path(path).read_text())
-        return cls(tuple(data["coefficients"]), tuple(data["stderr"]), data["rmse"], data["transitions"])
+        """A law saved by `save`; a ValueError names a file that is not one (or one of an older form)."""
+        try:
+            data = json.loads(Path(path).read_text())
+            law = cls(**{**data, "coefficients": tuple(data["coefficients"]), "stderr": tuple(data["stderr"]),
+                         "critical_range": tuple(data["critical_range"]) if data.get("critical_range") else None})
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a law written by scripts/fit_sustainability.py --save ({err})") from err
+        if len(law.coefficients) != 2 or law.state not in STATES:
+            raise ValueError(f"{path} is not a law of this si-hf: it needs 2 coefficients (alpha, beta) and a "
+                             f"state in {', '.join(STATES)}; fit it again")
+        return law
 
     def predict(self, error: float, rounds: int, collapse_accuracy: float = 0.5) -> int | None:
-        """The number of rounds after which the kept-label accuracy first falls below
-        `collapse_accuracy`, starting from `error`; None when it does not within `rounds`."""
-        for n in range(1, rounds + 1):
-            error = self(error)
+        """The number of rounds after which the accuracy first falls below `collapse_accuracy`, starting
+        from `error` (0: it is below already); None when it does not within `rounds`."""
+        for n in range(rounds + 1):
+            if n:
+                error = self(error)
             if 1.0 - error < collapse_accuracy:
                 return n
         return None
 
 
 def prediction(law: Law, record: RoundRecord, rounds_left: int, collapse_accuracy: float = 0.5) -> dict | None:
-    """What the law says of a run after `record`'s round: None for a round without kept labels, else
-    {"collapses_after": rounds from this one until kept-label accuracy < collapse_accuracy (None: it
-    sustains over the rounds left), "critical_accuracy": ...}."""
-    if record.labels is None or record.labels.label_accuracy_kept is None:
+    """What the law says of a run after `record`'s round: None when the round has no state (see STATES),
+    else {"collapses_after": rounds from this one until the accuracy < collapse_accuracy (None: it
+    sustains over the rounds left), "rounds_left", "critical_accuracy", "collapse_accuracy", "state"}."""
+    error = STATES[law.state](record)
+    if error is None:
         return None
-    after = law.predict(1.0 - record.labels.label_accuracy_kept, rounds_left, collapse_accuracy)
-    return {"collapses_after": after, "critical_accuracy": law.critical_accuracy(),
-            "collapse_accuracy": collapse_accuracy}
+    return {"collapses_after": law.predict(error, rounds_left, collapse_accuracy), "rounds_left": rounds_left,
+            "critical_accuracy": law.critical_accuracy(), "collapse_accuracy": collapse_accuracy,
+            "state": law.state}
 
 
-def kept_errors(records: list[RoundRecord]) -> list[float | None]:
-    """Per round from 1 on: 1 - kept-label accuracy (None for a round that kept nothing)."""
-    accuracies = [rec.labels.label_accuracy_kept if rec.labels else None for rec in records[1:]]
-    return [None if acc is None else 1.0 - acc for acc in accuracies]
+def collapsed_after(series: list[float | None], collapse_accuracy: float = 0.5) -> int | None:
+    """Rounds after the first of `series` until its accuracy first fell below collapse_accuracy (0: the
+    first is below already); None when it never did."""
+    return next((n for n, e in enumerate(series) if e is not None and 1.0 - e < collapse_accuracy), None)
 
 
 def transitions(series: list[list[float | None]]) -> np.ndarray:
     """(e_k, e_{k+1}) for every pair of consecutive measured rounds of every run, as an n x 2 array."""
-    pairs = [(e, f) for errors in series for e, f in zip(errors, errors[1:]) if e is not None and f is not None]
+    pairs = [(e, f) for errs in series for e, f in zip(errs, errs[1:]) if e is not None and f is not None]
     return np.array(pairs, dtype=float).reshape(-1, 2)
 
 
-def fit_law(series: list[list[float | None]], bootstrap: int = 200, seed: int = 0) -> Law:
-    """The quadratic map fitted on the runs' transitions; the bootstrap resamples whole runs."""
-    pairs = transitions(series)
+def informative(pairs: np.ndarray) -> np.ndarray:
+    """The transitions that say where errors go: those from an error inside (EPS, 1 - EPS). A round at
+    no error or at every error (clipped) fits any law that keeps 0 and 1 where they are."""
+    return pairs[(pairs[:, 0] > EPS) & (pairs[:, 0] < 1.0 - EPS)]
+
+
+def fit_law(series: list[list[float | None]], state: str = "next_level", bootstrap: int = 200,
+            seed: int = 0) -> Law:
+    """The log-odds map fitted on the runs' informative transitions; the bootstrap resamples whole runs."""
+    pairs = informative(transitions(series))
     if len(pairs) < 3:
-        raise ValueError(f"a law needs at least 3 transitions between rounds, got {len(pairs)}")
-    coefficients = _fit(pairs)
+        raise ValueError(f"a law needs at least 3 transitions from an error inside (0, 1), got {len(pairs)}")
+    alpha, beta = _fit(pairs)
     rng, samples = np.random.default_rng(seed), []
     for _ in range(bootstrap):
-        resampled = transitions([series[i] for i in rng.integers(0, len(series), len(series))])
+        resampled = informative(transitions([series[i] for i in rng.integers(0, len(series), len(series))]))
         with contextlib.suppress(ValueError):  # a resample with too few distinct errors to fit
             samples.append(_fit(resampled))
-    a, b, c = coefficients
-    rmse = float(np.sqrt(np.mean((a + b * pairs[:, 0] + c * pairs[:, 0] ** 2 - pairs[:, 1]) ** 2)))
-    stderr = tuple(float(s) for s in np.std(samples, axis=0)) if samples else (float("nan"),) * 3
-    return Law(coefficients, stderr, rmse, len(pairs))
+    predicted = expit(alpha + beta * logit(pairs[:, 0]))
+    rmse = float(np.sqrt(np.mean((predicted - pairs[:, 1]) ** 2)))
+    stderr = tuple(float(s) for s in np.std(samples, axis=0)) if samples else (float("nan"),) * 2
+    critical = [c for c in (Law(s, (0, 0), 0, 0).critical_accuracy() for s in samples) if c is not None]
+    # The range only when most resamples agree there is a critical accuracy at all.
+    spread = tuple(float(q) for q in np.percentile(critical, [5, 95])) if len(critical) > len(samples) / 2 else None
+    return Law((alpha, beta), stderr, rmse, len(pairs), state, spread)
 
 
-def _fit(pairs: np.ndarray) -> tuple[float, float, float]:
-    if len(np.unique(pairs[:, 0])) < 3:
-        raise ValueError("a quadratic law needs transitions from at least 3 different errors (runs that all kept "
-                         "perfect labels say nothing about where errors lead)")
-    c, b, a = np.polyfit(pairs[:, 0], pairs[:, 1], 2)
-    return float(a), float(b), float(c)
+def _fit(pairs: np.ndarray) -> tuple[float, float]:
+    x, y = logit(pairs[:, 0]), logit(pairs[:, 1])
+    if len(np.unique(x)) < 2:
+        raise ValueError("a law needs transitions from at least 2 different errors")
+    beta, alpha = np.polyfit(x, y, 1)
+    return float(alpha), float(beta)
 
 
-def read_runs(directory) -> dict[str, list[RoundRecord]]:
-    """Every finished run under `directory` (any depth), by its path relative to it."""
-    root = Path(directory)
-    return {str(path.parent.relative_to(root)): read_summary(path.parent)
-            for path in sorted(root.rglob(SUMMARY_FILE))}
+def read_runs(path) -> dict[str, list[RoundRecord]]:
+    """Every finished run under the directory `path` (a summary.jsonl at any depth), by its path relative
+    to it; or the one run whose summary `path` is (any .jsonl, e.g. a record kept under docs/). A run whose
+    rounds all belong to a longer run there (a sweep's shared rounds) is left out, so they count once."""
+    root = Path(path)
+    if root.is_file():
+        return {".": parse_summary(root.read_text())}
+    runs = {str(p.parent.relative_to(root)): read_summary(p.parent) for p in sorted(root.rglob(SUMMARY_FILE))}
+    untimed = {name: [without_timing(rec) for rec in recs] for name, recs in runs.items()}  # a copy is re-timed
+    return {name: runs[name] for name, recs in untimed.items()
+            if not any(len(other) > len(recs) and other[:len(recs)] == recs for other in untimed.values())}
 
 
-def plot_law(law: Law, series: list[list[float | None]]) -> bytes:
-    """PNG: the measured transitions (e_k, e_k+1), the fitted map, the diagonal and the fixed points."""
+def corruption_of(records: list[RoundRecord]) -> tuple[int, str, float] | None:
+    """(round, mode, fraction) of the run's corrupted round; None for a run without one."""
+    for rec in records:
+        if rec.labels and rec.labels.corruption:
+            return rec.round, rec.labels.corruption["mode"], rec.labels.corruption["fraction"]
+    return None
+
+
+def plot_law(law: Law, series: list[list[float | None]], held_out: list[list[float | None]] = ()) -> bytes:
+    """PNG: the measured transitions (e_k, e_k+1), the fitted map, the diagonal and the fixed point."""
     from matplotlib.figure import Figure
 
-    pairs = transitions(series)
-    top = max(0.05, float(pairs.max()) * 1.1) if len(pairs) else 1.0
-    xs = np.linspace(0.0, min(1.0, top), 200)
+    xs = np.linspace(0.0, 1.0, 400)
     fig = Figure(figsize=(5, 4.5), dpi=100)
     ax = fig.add_subplot()
-    ax.plot(pairs[:, 0], pairs[:, 1], "o", color="tab:blue", alpha=0.7, label="measured rounds")
-    ax.plot(xs, [law(x) for x in xs], color="tab:orange", label="fitted law")
+    for points, style, label in ((transitions(series), "o", "fitted rounds"),
+                                 (transitions(list(held_out)), "s", "held-out rounds")):
+        if len(points):
+            ax.plot(points[:, 0], points[:, 1], style, alpha=0.6, label=label, markerfacecolor="none")
+    ax.plot(xs, [law(x) for x in xs], color="tab:red", label="fitted law")
     ax.plot(xs, xs, "--", color="gray", label="no change")
     for e, stable in law.fixed_points():
-        if e <= xs[-1]:
-            ax.plot([e], [e], "o" if stable else "x", color="black", markersize=9,
-                    label=f"{'stable' if stable else 'critical'} {e:.3f}")
-    ax.set(xlabel="kept-label error, round k", ylabel="kept-label error, round k+1", title="the law of sustainability")
+        ax.plot([e], [e], "o" if stable else "x", color="black", markersize=10,
+                label=f"{'stable' if stable else 'critical'} error {e:.3f}")
+    name = STATE_TEXT[law.state].replace("accuracy", "error")
+    ax.set(xlabel=f"{name}, round k", ylabel=f"{name}, round k+1", title="the law of sustainability")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return png_bytes(fig)
+
+
+def plot_phases(outcomes: list[dict]) -> bytes:
+    """PNG: the phase diagram, corruption mode (rows) x fraction (columns) -> sustained or collapsed.
+    Each outcome: mode, fraction, measured (rounds to collapse or None), and optionally predicted."""
+    from matplotlib.figure import Figure
+
+    modes = sorted({o["mode"] for o in outcomes})
+    fractions = sorted({o["fraction"] for o in outcomes})
+    fig = Figure(figsize=(1.1 * len(fractions) + 2, 0.8 * len(modes) + 1.6), dpi=100)
+    ax = fig.add_subplot()
+    for o in outcomes:
+        x, y, measured = fractions.index(o["fraction"]), modes.index(o["mode"]), o["measured"]
+        ax.add_patch(_square(x, y, "tab:green" if measured is None else "tab:red"))
+        text = "S" if measured is None else f"C{measured}"
+        if "predicted" in o:
+            text += "\n(law: " + ("S" if o["predicted"] is None else f"C{o['predicted']}") + ")"
+        ax.text(x, y, text, ha="center", va="center", fontsize="small", color="white")
+    ax.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
+    ax.set_yticks(range(len(modes)), modes)
+    ax.set(xlim=(-0.5, len(fractions) - 0.5), ylim=(-0.5, len(modes) - 0.5), xlabel="corrupted share of kept labels",
+           title="S: sustained, Cn: collapsed n rounds after the corruption")
+    return png_bytes(fig)
+
+
+def _square(x, y, color):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.45, y - 0.45), 0.9, 0.9, color=color)

@@ -351,6 +351,8 @@ def test_local_card_has_the_table_the_plot_and_local_load_lines(tmp_path, make_m
     assert "output_dir" not in card.text.split("## Recipe")[1]  # a path of this machine stays here
     assert (model_dir / cards.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
     assert cards.plot_accuracy(records) == (model_dir / cards.PLOT_FILE).read_bytes()  # same rounds, same bytes
+    assert cards.plot_level_map(records) == (model_dir / cards.LEVEL_MAP_FILE).read_bytes()
+    assert f"![accuracy by level and round]({cards.LEVEL_MAP_FILE})" in card.text
 
 
 # -- the real Hub ----------------------------------------------------------------------------------

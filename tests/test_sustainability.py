@@ -1,101 +1,156 @@
 """The law of sustainability (si_hf.sustainability) on records made from a known law: the fit recovers
-its parameters, its fixed points and its predictions."""
+its parameters, its fixed point and its predictions; the script tests it on held-out runs."""
+
+import json
+import re
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
 from synthetic_records import round_record
 
+from si_hf.config import parse_recipe
+from si_hf.errors import RecipeError
 from si_hf.records import write_summary
-from si_hf.sustainability import Law, fit_law, kept_errors, read_runs, transitions
+from si_hf.sustainability import Law, errors, expit, fit_law, logit, next_level_error, read_runs, transitions
 
-TRUE = (0.01, 0.5, 1.2)  # f(e) = 0.01 + 0.5 e + 1.2 e^2: stable at e = 0.021, unstable at e = 0.396
+TRUE = (0.5, 1.4)  # logit e' = 0.5 + 1.4 logit e: critical error expit(0.5 / -0.4) = 0.223
+CRITICAL_ERROR = float(expit(0.5 / (1 - 1.4)))
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fit_sustainability.py"
 
 
-def _series(starts, rounds=6, noise=0.003, seed=0):
-    rng, law = np.random.default_rng(seed), Law(TRUE, (0, 0, 0), 0.0, 0)
+def _series(starts, rounds=6, noise=0.1, seed=0):
+    """Errors by round from each start, carried by the TRUE law with noise in log-odds."""
+    rng, (alpha, beta) = np.random.default_rng(seed), TRUE
     runs = []
     for e in starts:
-        errors = [e]
+        errs = [e]
         for _ in range(rounds):
-            if errors[-1] > 0.7:  # collapsed: a sweep stops looking here
+            if not 0.05 < errs[-1] < 0.95:  # near 0 or 1, where the clipping bounds what is measured
                 break
-            errors.append(float(np.clip(law(errors[-1]) + rng.normal(0, noise), 0, 1)))
-        runs.append(errors)
+            errs.append(float(expit(alpha + beta * logit(errs[-1]) + rng.normal(0, noise))))
+        runs.append(errs)
     return runs
 
 
-def test_the_fit_recovers_a_known_law_its_fixed_points_and_predictions():
-    law = fit_law(_series([0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.35, 0.38, 0.42, 0.45, 0.5]))
-    assert law.coefficients == pytest.approx(TRUE, abs=0.06)
-    assert all(0 < s < 0.1 for s in law.stderr) and law.rmse < 0.01
-    (low, low_stable), (high, high_stable) = law.fixed_points()
-    assert low == pytest.approx(0.021, abs=0.01) and low_stable
-    assert high == pytest.approx(0.396, abs=0.03) and not high_stable
-    assert law.critical_accuracy() == pytest.approx(0.604, abs=0.03)
-    assert law.predict(0.1, rounds=20) is None  # below the critical error: it settles
-    assert law.predict(0.45, rounds=20) is not None and law.predict(0.6, rounds=20) == 1
+def _records(errs, corrupt_round=None, mode="digits", fraction=0.2):
+    """A run's records whose next-level error follows `errs` from round 0 (levels 1-4, then +1 a round)."""
+    records = []
+    for k, e in enumerate(errs):
+        corruption = {"mode": mode, "fraction": fraction} if k == corrupt_round else None
+        records.append(round_record(k, 3 + k, accuracy_by_level={str(4 + k): 1.0, str(5 + k): 1 - e},
+                                    labels=None if k == 0 else {"corruption": corruption}))
+    return records
 
 
-def test_transitions_skip_rounds_that_kept_nothing():
+def _write(directory, records):
+    directory.mkdir(parents=True)
+    write_summary(directory, records)
+
+
+def test_the_fit_recovers_a_known_law_its_fixed_point_and_predictions():
+    law = fit_law(_series([0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7]))
+    assert law.coefficients == pytest.approx(TRUE, abs=0.08)
+    assert all(0 < s < 0.1 for s in law.stderr) and law.rmse < 0.05
+    [(error, stable)] = law.fixed_points()
+    assert error == pytest.approx(CRITICAL_ERROR, abs=0.02) and not stable
+    assert law.critical_accuracy() == pytest.approx(1 - CRITICAL_ERROR, abs=0.02)
+    low, high = law.critical_range
+    assert low < 1 - CRITICAL_ERROR < high and high - low < 0.1
+    assert law.predict(0.1, rounds=20) is None  # below the critical error: errors die out
+    assert law.predict(0.3, rounds=20) == 4  # above it: 0.3 -> 0.335 -> 0.387 -> 0.464 -> 0.574
+    assert law.predict(0.6, rounds=20) == 0 and law.predict(0.3, rounds=1) is None
+
+
+def test_a_law_with_beta_below_one_settles_at_its_fixed_point():
+    law = Law((-1.0, 0.5), (0, 0), 0.0, 0)
+    [(error, stable)] = law.fixed_points()
+    assert error == pytest.approx(float(expit(-2.0))) and stable and law.critical_accuracy() is None
+    assert law(error) == pytest.approx(error) and law.predict(0.9, rounds=50) == 0 and law.predict(0.4, 50) is None
+    assert Law((-3.0, 1.0), (0, 0), 0, 0).fixed_points() == []  # errors shrink everywhere
+
+
+def test_transitions_skip_rounds_without_a_state():
     assert transitions([[0.1, None, 0.2, 0.3], [0.5]]).tolist() == [[0.2, 0.3]]
     with pytest.raises(ValueError, match="at least 3 transitions"):
-        fit_law([[0.1, 0.2]])
+        fit_law([[0.1, 0.2], [0.0, 0.0, 0.0, 0.0]])  # rounds at no error say nothing of where errors go
+    with pytest.raises(ValueError, match="at least 2 different errors"):
+        fit_law([[0.1, 0.1, 0.1, 0.1]])
 
 
-def test_runs_are_read_from_their_records(tmp_path):
-    for name, accs in (("a", [1.0, 0.9, None]), ("b/seed-0", [0.95, 0.97])):
-        records = [round_record(0, 3)] + [
-            round_record(k, 3, labels={"label_accuracy_kept": acc}) for k, acc in enumerate(accs, 1)]
-        (tmp_path / name).mkdir(parents=True)
-        write_summary(tmp_path / name, records)
-    runs = read_runs(tmp_path)
-    assert sorted(runs) == ["a", "b/seed-0"]
-    assert kept_errors(runs["a"]) == pytest.approx([0.0, 0.1, None]) and kept_errors(runs["a"])[2] is None
+def test_the_state_is_read_from_the_records():
+    rec = round_record(2, 3, accuracy_by_level={"5": 1.0, "6": 0.75}, labels={"label_accuracy_kept": 0.9})
+    assert rec.levels_trained == "6" and next_level_error(rec) is None  # level 7 was not evaluated
+    rec.levels_trained = "5"
+    assert next_level_error(rec) == pytest.approx(0.25)
+    assert errors([rec], "kept_labels") == [pytest.approx(0.1)] and errors([round_record(0)], "kept_labels") == [None]
+    rec.levels_trained = "4x5&5x4"
+    assert next_level_error(rec) is None  # levels without a next one
 
 
-def test_the_script_fits_runs_on_disk_and_names_what_it_predicts(tmp_path, capsys):
-    import runpy
-    from pathlib import Path
+def test_runs_are_read_once_from_directories_and_files(tmp_path):
+    full = _records([0.0, 0.1, 0.2])
+    _write(tmp_path / "sweep" / "clean", full)
+    _write(tmp_path / "sweep" / "shared", [rec for rec in full[:2]])  # the rounds every branch shares
+    _write(tmp_path / "sweep" / "other", _records([0.0, 0.3]))
+    runs = read_runs(tmp_path / "sweep")
+    assert sorted(runs) == ["clean", "other"]
+    assert errors(runs["clean"]) == pytest.approx([0.0, 0.1, 0.2])
+    (tmp_path / "kept.jsonl").write_text((tmp_path / "sweep" / "other" / "summary.jsonl").read_text())
+    assert read_runs(tmp_path / "kept.jsonl") == {".": runs["other"]}
 
-    for i, errors in enumerate(_series([0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.5])):
-        records = [round_record(0, 3)] + [round_record(k, 3, labels={"label_accuracy_kept": 1 - e})
-                                          for k, e in enumerate(errors, 1)]
-        (tmp_path / f"run-{i}").mkdir()
-        write_summary(tmp_path / f"run-{i}", records)
-    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "fit_sustainability.py"))
-    assert script["main"]([str(tmp_path), "--plot", str(tmp_path / "law.png"),
-                           "--save", str(tmp_path / "law.json")]) == 0
-    assert (tmp_path / "law.png").read_bytes()[:4] == b"\x89PNG" and Law.load(tmp_path / "law.json").transitions > 0
+
+def test_the_script_fits_on_some_runs_and_predicts_the_held_out_ones(tmp_path, capsys):
+    for i, errs in enumerate(_series([0.01, 0.05, 0.1, 0.3, 0.4, 0.5, 0.12, 0.35], rounds=5)):
+        _write(tmp_path / f"run-{i}", _records([0.01, 0.01, *errs], corrupt_round=2, fraction=0.1 * i))
+    main = runpy.run_path(str(SCRIPT))["main"]
+    assert main([str(tmp_path), "--holdout", "*/run-6", "*/run-7", "--plot", str(tmp_path / "law.png"),
+                 "--phases", str(tmp_path / "phases.png"), "--save", str(tmp_path / "law.json")]) == 0
+    assert (tmp_path / "law.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "phases.png").read_bytes()[:4] == \
+        b"\x89PNG"
+    law = Law.load(tmp_path / "law.json")
+    assert law.transitions > 10 and law.coefficients == pytest.approx(TRUE, abs=0.15)
     out = capsys.readouterr().out
-    assert "law: e' = " in out and "(unstable)" in out
-    assert f"{tmp_path}/run-0: from round 1, predicted sustains, measured sustains" in out
-    assert f"{tmp_path}/run-6: from round 1, predicted collapses after" in out
-    assert script["main"]([str(tmp_path / "nothing")]) == 2
+    assert "law (next_level): logit e' = " in out and "(critical)" in out
+    assert re.search(f"{tmp_path}/run-6: from round 2, predicted sustains, measured sustains over \\d rounds: hit "
+                     r"\(held out\)", out)
+    assert re.search(f"{tmp_path}/run-7: from round 2, predicted collapses after \\d, measured collapses after \\d "
+                     r"over 5 rounds: hit \(held out\)", out)
+    assert "held out: 2 of 2 predicted right" in out
+    assert main([str(tmp_path / "nothing")]) == 2
+
+
+def test_a_law_of_another_form_is_refused_by_name(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"coefficients": [0.01, 0.5, 1.2], "stderr": [0, 0, 0], "rmse": 0, "transitions": 9}))
+    with pytest.raises(ValueError, match="2 coefficients"):
+        Law.load(old)
+    with pytest.raises(RecipeError, match="sustainability_law: .*old.json"):
+        parse_recipe(["--task", "copy", "--sustainability_law", str(old)])
+    (tmp_path / "junk.json").write_text("{")
+    with pytest.raises(ValueError, match="not a law"):
+        Law.load(tmp_path / "junk.json")
 
 
 @pytest.mark.slow
 def test_a_run_records_what_its_law_predicts_after_every_round(tmp_path, write_recipe, run_rounds_main, capsys):
-    import json
-
     from conftest import SMALL
 
     law_file = tmp_path / "law.json"
-    Law(TRUE, (0.01, 0.02, 0.03), 0.004, 40).save(law_file)
-    assert Law.load(law_file) == Law(TRUE, (0.01, 0.02, 0.03), 0.004, 40)
-    argv = write_recipe(tmp_path, num_rounds=2) + ["--sustainability_law", str(law_file)]
+    Law(TRUE, (0.01, 0.02), 0.004, 40, critical_range=(0.7, 0.8)).save(law_file)
+    assert Law.load(law_file) == Law(TRUE, (0.01, 0.02), 0.004, 40, critical_range=(0.7, 0.8))
+    argv = write_recipe(tmp_path, num_rounds=2, eval_max_level=7) + ["--sustainability_law", str(law_file)]
     assert run_rounds_main(argv) == 0
     log = capsys.readouterr().out
     records = [json.loads((tmp_path / "run" / f"round-{k}" / "eval.json").read_text()) for k in range(3)]
-    assert "prediction" not in records[0]  # round 0 has no self-made labels
-    assert any("prediction" in rec for rec in records[1:])
-    for k in (1, 2):
-        p = records[k].get("prediction")
-        if records[k]["labels"]["label_accuracy_kept"] is None:
-            assert p is None
-            continue
-        error = 1 - records[k]["labels"]["label_accuracy_kept"]
+    for k in range(3):  # round 0 too: its model labels round 1
+        top = int(records[k]["levels_trained"].split("-")[-1])
+        error = 1 - records[k]["accuracy_by_level"][str(top + 1)]
+        p = records[k]["prediction"]
         assert p["collapses_after"] == Law.load(law_file).predict(error, 2 - k)
-        assert p["critical_accuracy"] == pytest.approx(0.604, abs=0.01)
-        assert f"[round {k}/2] the law predicts: " in log
+        assert p["critical_accuracy"] == pytest.approx(1 - CRITICAL_ERROR) and p["state"] == "next_level"
+        assert f"[round {k}/2] the law predicts: " in log and p["rounds_left"] == 2 - k
+    assert "After round 2 the law of sustainability predicts: " in (tmp_path / "run" / "summary.md").read_text()
     argv = write_recipe(tmp_path, name="nolaw", **SMALL) + ["--sustainability_law", str(tmp_path / "missing.json")]
     assert run_rounds_main(argv) == 2

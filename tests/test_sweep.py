@@ -10,6 +10,7 @@ import pytest
 from conftest import SMALL
 from si_hf.manifest import finished_rounds, read_manifest
 from si_hf.records import read_record, without_timing
+from si_hf.sustainability import corruption_of, errors, read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,15 @@ def test_a_sweep_shares_the_rounds_before_the_corrupted_one(tmp_path, write_reci
     assert read_record(seed / "clean", 1).labels.corruption is None
     again = sweep(argv)
     assert again.returncode == 0 and "train_runtime" not in again.stdout
+    # The analysis reads the real runs: the shared rounds once, each run's state from its records.
+    runs = read_runs(tmp_path / "sweep")
+    assert sorted(runs) == ["seed-0/clean", "seed-0/digits-0.5"]
+    for name, records in runs.items():
+        assert [rec.round for rec in records] == [0, 1, 2]
+        evaluated = [rec.accuracy_by_level.get(str(int(rec.levels_trained.split("-")[-1]) + 1)) for rec in records]
+        assert errors(records) == [None if acc is None else 1 - acc for acc in evaluated]
+        assert evaluated[0] is not None and evaluated[-1] is None  # levels 5 and 7 (eval_max_level is 5)
+        assert corruption_of(records) == ((1, "digits", 0.5) if name.endswith("0.5") else None)
 
 
 def test_a_bad_sweep_is_refused_with_its_code(tmp_path, write_recipe):
