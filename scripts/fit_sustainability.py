@@ -117,9 +117,10 @@ def judge(name, records, tail, law, collapse_accuracy, held_out) -> dict:
     predicted = law.predict(first, len(tail) - 1, collapse_accuracy)
     measured = collapsed_after(tail, collapse_accuracy)
     hit = is_hit(predicted, measured)
-    print(f"{name}: from round {start_round(records)}, predicted {outcome_text(predicted)}, "
+    start = start_round(records)
+    print(f"{name}: from round {start}, predicted {outcome_text(predicted)}, "
           f"measured {outcome_text(measured)} over {len(tail) - 1} rounds: {'hit' if hit else 'miss'}"
-          f"{' (held out)' if held_out else ''}")
+          f"{' (held out)' if held_out else ''}; frontier {records[start].frontier} -> {records[-1].frontier}")
     outcome = {"hit": hit, "held_out": held_out, "measured": measured, "predicted": predicted}
     corruption = corruption_of(records)
     if corruption:

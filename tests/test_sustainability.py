@@ -114,7 +114,7 @@ def test_the_script_fits_on_some_runs_and_predicts_the_held_out_ones(tmp_path, c
     out = capsys.readouterr().out
     assert "law (next_level): logit e' = " in out and "(critical)" in out
     assert re.search(f"{tmp_path}/run-6: from round 2, predicted sustains, measured sustains over \\d rounds: hit "
-                     r"\(held out\)", out)
+                     r"\(held out\); frontier 5 -> ", out)
     assert re.search(f"{tmp_path}/run-7: from round 2, predicted collapses after \\d, measured collapses after \\d "
                      r"over 5 rounds: hit \(held out\)", out)
     assert "held out: 2 of 2 predicted right" in out
