@@ -11,7 +11,8 @@ into it is the corruption, not the law). Printed: each run's accuracy and fronti
 coefficients with their bootstrap uncertainty, the fit's error, the fixed point and the critical
 accuracy; and for each run what the law predicts from its corrupted round (else round 1) against what
 happened, a hit when both say sustained, or both collapsed within 2 rounds of each other; the held-out
-runs' hits counted.
+runs' hits counted. A run has collapsed when its accuracy fell below --collapse_accuracy and stayed
+below to its last round. --bounds fits on the rounds at no error or every error too.
 """
 
 import argparse
@@ -56,6 +57,7 @@ def parse_args(argv):
     p.add_argument("--state", choices=sorted(STATES), default="next_level", help="the error the law carries")
     p.add_argument("--holdout", nargs="+", default=[], help="runs (fnmatch patterns) left out of the fit, predicted")
     p.add_argument("--collapse_accuracy", type=float, default=0.5)
+    p.add_argument("--bounds", action="store_true", help="fit on rounds at no error or every error too")
     p.add_argument("--save", help="write the law as JSON here (a recipe's sustainability_law)")
     p.add_argument("--plot", help="write the measured transitions, the law and its fixed point as a PNG here")
     p.add_argument("--phases", help="write the phase diagram (mode x fraction -> outcome) as a PNG here")
@@ -77,7 +79,7 @@ def main(argv=None):
         print(f"{name}{' (held out)' if name in held else ''}: {STATE_TEXT[args.state]} {accs} | "
               f"frontier {' '.join(str(r.frontier) for r in records)}")
     try:
-        law = fit_law([tail for name, tail in tails.items() if name not in held], args.state)
+        law = fit_law([tail for name, tail in tails.items() if name not in held], args.state, bounds=args.bounds)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

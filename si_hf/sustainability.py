@@ -107,14 +107,12 @@ class Law:
         return law
 
     def predict(self, error: float, rounds: int, collapse_accuracy: float = 0.5) -> int | None:
-        """The number of rounds after which the accuracy first falls below `collapse_accuracy`, starting
-        from `error` (0: it is below already); None when it does not within `rounds`."""
-        for n in range(rounds + 1):
-            if n:
-                error = self(error)
-            if 1.0 - error < collapse_accuracy:
-                return n
-        return None
+        """Rounds from `error` until the run collapses (see `collapsed_after`; 0: it has already), the law
+        iterated `rounds` times; None when it does not within them."""
+        path = [error]
+        for _ in range(rounds):
+            path.append(self(path[-1]))
+        return collapsed_after(path, collapse_accuracy)
 
 
 def prediction(law: Law, record: RoundRecord, rounds_left: int, collapse_accuracy: float = 0.5) -> dict | None:
@@ -130,9 +128,11 @@ def prediction(law: Law, record: RoundRecord, rounds_left: int, collapse_accurac
 
 
 def collapsed_after(series: list[float | None], collapse_accuracy: float = 0.5) -> int | None:
-    """Rounds after the first of `series` until its accuracy first fell below collapse_accuracy (0: the
-    first is below already); None when it never did."""
-    return next((n for n, e in enumerate(series) if e is not None and 1.0 - e < collapse_accuracy), None)
+    """Rounds after the first of `series` until the run collapsed: its accuracy fell below
+    collapse_accuracy and stayed below to the end of the series (a dip it climbs back from is not a
+    collapse); 0 when it was below from the first round on; None when it did not collapse."""
+    below = [e is None or 1.0 - e < collapse_accuracy for e in series]  # a round without a state breaks nothing
+    return next((n for n, e in enumerate(series) if e is not None and all(below[n:])), None)
 
 
 def transitions(series: list[list[float | None]]) -> np.ndarray:
@@ -148,15 +148,17 @@ def informative(pairs: np.ndarray) -> np.ndarray:
 
 
 def fit_law(series: list[list[float | None]], state: str = "next_level", bootstrap: int = 200,
-            seed: int = 0) -> Law:
-    """The log-odds map fitted on the runs' informative transitions; the bootstrap resamples whole runs."""
-    pairs = informative(transitions(series))
+            seed: int = 0, bounds: bool = False) -> Law:
+    """The log-odds map fitted on the runs' informative transitions (with `bounds`, on all of them: a run
+    that stays at every error then counts as evidence that 1 holds it); the bootstrap resamples whole runs."""
+    kept = (lambda pairs: pairs) if bounds else informative
+    pairs = kept(transitions(series))
     if len(pairs) < 3:
         raise ValueError(f"a law needs at least 3 transitions from an error inside (0, 1), got {len(pairs)}")
     alpha, beta = _fit(pairs)
     rng, samples = np.random.default_rng(seed), []
     for _ in range(bootstrap):
-        resampled = informative(transitions([series[i] for i in rng.integers(0, len(series), len(series))]))
+        resampled = kept(transitions([series[i] for i in rng.integers(0, len(series), len(series))]))
         with contextlib.suppress(ValueError):  # a resample with too few distinct errors to fit
             samples.append(_fit(resampled))
     predicted = expit(alpha + beta * logit(pairs[:, 0]))

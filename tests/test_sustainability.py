@@ -13,7 +13,17 @@ from synthetic_records import round_record
 from si_hf.config import parse_recipe
 from si_hf.errors import RecipeError
 from si_hf.records import write_summary
-from si_hf.sustainability import Law, errors, expit, fit_law, logit, next_level_error, read_runs, transitions
+from si_hf.sustainability import (
+    Law,
+    collapsed_after,
+    errors,
+    expit,
+    fit_law,
+    logit,
+    next_level_error,
+    read_runs,
+    transitions,
+)
 
 TRUE = (0.5, 1.4)  # logit e' = 0.5 + 1.4 logit e: critical error expit(0.5 / -0.4) = 0.223
 CRITICAL_ERROR = float(expit(0.5 / (1 - 1.4)))
@@ -67,8 +77,21 @@ def test_a_law_with_beta_below_one_settles_at_its_fixed_point():
     law = Law((-1.0, 0.5), (0, 0), 0.0, 0)
     [(error, stable)] = law.fixed_points()
     assert error == pytest.approx(float(expit(-2.0))) and stable and law.critical_accuracy() is None
-    assert law(error) == pytest.approx(error) and law.predict(0.9, rounds=50) == 0 and law.predict(0.4, 50) is None
+    assert law(error) == pytest.approx(error) and law.predict(0.4, 50) is None
+    assert law.predict(0.9, rounds=50) is None  # below 0.5 at first, but it climbs back to 1 - e*
     assert Law((-3.0, 1.0), (0, 0), 0, 0).fixed_points() == []  # errors shrink everywhere
+
+
+def test_a_collapse_is_a_fall_below_the_collapse_accuracy_that_lasts():
+    assert collapsed_after([0.1, 0.6, 0.2, 0.7, 0.8]) == 3
+    assert collapsed_after([0.6, 0.1]) is None  # a dip it climbs back from
+    assert collapsed_after([0.6, None, 0.7]) == 0 and collapsed_after([0.1, 0.2]) is None
+    assert collapsed_after([0.1, 0.3], collapse_accuracy=0.8) == 1
+
+
+def test_the_bounds_are_left_out_of_the_fit_unless_asked():
+    runs = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.3, 0.1, 0.05], [0.6, 0.8, 0.95]]
+    assert fit_law(runs).transitions == 4 and fit_law(runs, bounds=True).transitions == 8
 
 
 def test_transitions_skip_rounds_without_a_state():
