@@ -25,6 +25,7 @@ from si_hf.sustainability import (
     STATES,
     collapsed_after,
     corruption_of,
+    distinct_runs,
     errors,
     fit_law,
     plot_law,
@@ -66,8 +67,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    runs = {d if name == "." else f"{d}/{name}": records
-            for d in args.directories for name, records in read_runs(d).items()}
+    runs = distinct_runs({d if name == "." else f"{d}/{name}": records
+                          for d in args.directories for name, records in read_runs(d).items()})
     if not runs:
         print(f"error: no finished run under {', '.join(args.directories)}", file=sys.stderr)
         return 2

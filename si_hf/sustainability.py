@@ -180,13 +180,17 @@ def _fit(pairs: np.ndarray) -> tuple[float, float]:
 
 def read_runs(path) -> dict[str, list[RoundRecord]]:
     """Every finished run under the directory `path` (a summary.jsonl at any depth), by its path relative
-    to it; or the one run whose summary `path` is (any .jsonl, e.g. a record kept under docs/). A run whose
-    rounds all belong to a longer run there (a sweep's shared rounds) is left out, so they count once."""
+    to it; or the one run whose summary `path` is (any .jsonl, e.g. a record kept under docs/)."""
     root = Path(path)
     if root.is_file():
         return {".": parse_summary(root.read_text())}
-    runs = {str(p.parent.relative_to(root)): read_summary(p.parent) for p in sorted(root.rglob(SUMMARY_FILE))}
-    untimed = {name: [without_timing(rec) for rec in recs] for name, recs in runs.items()}  # a copy is re-timed
+    return {str(p.parent.relative_to(root)): read_summary(p.parent) for p in sorted(root.rglob(SUMMARY_FILE))}
+
+
+def distinct_runs(runs: dict[str, list[RoundRecord]]) -> dict[str, list[RoundRecord]]:
+    """`runs` less those whose rounds all belong to a longer run (a sweep's shared rounds), so that they
+    count once. Timings are not compared: a round copied into a branch is timed again."""
+    untimed = {name: [without_timing(rec) for rec in recs] for name, recs in runs.items()}
     return {name: runs[name] for name, recs in untimed.items()
             if not any(len(other) > len(recs) and other[:len(recs)] == recs for other in untimed.values())}
 

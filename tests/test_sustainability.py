@@ -16,6 +16,7 @@ from si_hf.records import write_summary
 from si_hf.sustainability import (
     Law,
     collapsed_after,
+    distinct_runs,
     errors,
     expit,
     fit_law,
@@ -117,7 +118,8 @@ def test_runs_are_read_once_from_directories_and_files(tmp_path):
     _write(tmp_path / "sweep" / "clean", full)
     _write(tmp_path / "sweep" / "shared", [rec for rec in full[:2]])  # the rounds every branch shares
     _write(tmp_path / "sweep" / "other", _records([0.0, 0.3]))
-    runs = read_runs(tmp_path / "sweep")
+    assert sorted(read_runs(tmp_path / "sweep")) == ["clean", "other", "shared"]
+    runs = distinct_runs(read_runs(tmp_path / "sweep"))
     assert sorted(runs) == ["clean", "other"]
     assert errors(runs["clean"]) == pytest.approx([0.0, 0.1, 0.2])
     (tmp_path / "kept.jsonl").write_text((tmp_path / "sweep" / "other" / "summary.jsonl").read_text())

@@ -10,7 +10,7 @@ import pytest
 from conftest import SMALL
 from si_hf.manifest import finished_rounds, read_manifest
 from si_hf.records import read_record, without_timing
-from si_hf.sustainability import corruption_of, errors, read_runs
+from si_hf.sustainability import corruption_of, distinct_runs, errors, read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_a_sweep_shares_the_rounds_before_the_corrupted_one(tmp_path, write_reci
     again = sweep(argv)
     assert again.returncode == 0 and "train_runtime" not in again.stdout
     # The analysis reads the real runs: the shared rounds once, each run's state from its records.
-    runs = read_runs(tmp_path / "sweep")
+    runs = distinct_runs(read_runs(tmp_path / "sweep"))
     assert sorted(runs) == ["seed-0/clean", "seed-0/digits-0.5"]
     for name, records in runs.items():
         assert [rec.round for rec in records] == [0, 1, 2]
