@@ -82,7 +82,7 @@ class Law:
         if abs(1.0 - beta) < 1e-12:
             return []
         z = alpha / (1.0 - beta)
-        return [(float(expit(z)), abs(beta) < 1.0)] if abs(z) < logit(EPS).item() * -1 else []
+        return [(float(expit(z)), abs(beta) < 1.0)] if abs(z) < -float(logit(EPS)) else []  # inside the clip
 
     def critical_accuracy(self) -> float | None:
         """The accuracy below which errors grow round after round (1 - the unstable fixed point)."""
