@@ -9,11 +9,12 @@ A run's state after round k is an error e_k in [0, 1], read from its record (STA
 The law is a map e_{k+1} = f(e_k), linear in log-odds: logit f(e) = alpha + beta logit e, fitted by least
 squares on the consecutive rounds of many runs (corruption sweeps: scripts/sweep_corruption.py). Errors
 are clipped to [EPS, 1 - EPS] first, about one miss in the smallest held-out sets, so that a perfect
-round has a finite log-odds; rounds at either bound are left out of the fit (they fit any such law).
+round has a finite log-odds; rounds at either bound are left out of the fit (they fit any such law)
+unless `fit_law(..., bounds=True)`.
 Its one interior fixed point e* = expit(alpha / (1 - beta)) says what runs do: with beta > 1 it is the
 critical error, below which errors die out round after round and above which they grow to 1 (the error
-avalanche); with beta < 1 every run settles at e*. Iterating f from a measured
-error predicts whether a run sustains, or the round where its accuracy falls below a collapse level.
+avalanche); with beta < 1 every run settles at e*. Iterating f from a measured error predicts whether
+a run sustains, or the round where its accuracy falls below a collapse level and stays there.
 The parameters' uncertainty is a bootstrap over whole runs.
 
 Reads only the records (summary.jsonl) of finished runs; accuracies there are analysis columns.
