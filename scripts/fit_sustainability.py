@@ -2,7 +2,8 @@
 
     python scripts/fit_sustainability.py runs/sweep-copy [more run directories ...] [--state next_level]
         [--holdout '*digits-0.05' ...] [--collapse_accuracy 0.5] [--save law.json] [--plot law.png]
-        [--phases phases.png]
+        [--phases phases.png] [--start_round 1]
+    python scripts/fit_sustainability.py runs/sweep3 --law law.json    # a saved law, not refitted
 
 Every run found under the directories (a summary.jsonl at any depth) gives its state by round; the law
 logit e_{k+1} = alpha + beta logit e_k is fitted on the consecutive rounds of the runs that no --holdout
@@ -12,7 +13,9 @@ coefficients with their bootstrap uncertainty, the fit's error, the fixed point 
 accuracy; and for each run what the law predicts from its corrupted round (else round 1) against what
 happened, a hit when both say sustained, or both collapsed within 2 rounds of each other; the held-out
 runs' hits counted. A run has collapsed when its accuracy fell below --collapse_accuracy and stayed
-below to its last round. --bounds fits on the rounds at no error or every error too.
+below to its last round. --bounds fits on the rounds at no error or every error too. --law scores every
+run against a law saved before (a pre-registered test: nothing is fitted, every run is held out).
+--start_round: where the runs without a corruption start (a sweep's clean run: its corrupted round).
 """
 
 import argparse
@@ -23,6 +26,7 @@ from pathlib import Path
 from si_hf.sustainability import (
     STATE_TEXT,
     STATES,
+    Law,
     collapsed_after,
     corruption_of,
     distinct_runs,
@@ -36,10 +40,10 @@ from si_hf.sustainability import (
 TOLERANCE = 2  # rounds a predicted collapse may be off and still count as a hit
 
 
-def start_round(records) -> int:
-    """Where a prediction starts: the corrupted round of a run that has one, else round 1."""
+def start_round(records, clean_start: int = 1) -> int:
+    """Where a prediction starts: the corrupted round of a run that has one, else `clean_start`."""
     corruption = corruption_of(records)
-    return corruption[0] if corruption else 1
+    return corruption[0] if corruption else clean_start
 
 
 def outcome_text(n: int | None) -> str:
@@ -59,6 +63,8 @@ def parse_args(argv):
     p.add_argument("--holdout", nargs="+", default=[], help="runs (fnmatch patterns) left out of the fit, predicted")
     p.add_argument("--collapse_accuracy", type=float, default=0.5)
     p.add_argument("--bounds", action="store_true", help="fit on rounds at no error or every error too")
+    p.add_argument("--law", help="score every run against this saved law (--save) instead of fitting one")
+    p.add_argument("--start_round", type=int, default=1, help="where runs without a corruption start")
     p.add_argument("--save", help="write the law as JSON here (a recipe's sustainability_law)")
     p.add_argument("--plot", help="write the measured transitions, the law and its fixed point as a PNG here")
     p.add_argument("--phases", help="write the phase diagram (mode x fraction -> outcome) as a PNG here")
@@ -72,20 +78,29 @@ def main(argv=None):
     if not runs:
         print(f"error: no finished run under {', '.join(args.directories)}", file=sys.stderr)
         return 2
-    held = {name for name in runs if any(fnmatch(name, pattern) for pattern in args.holdout)}
-    state = {name: errors(records, args.state) for name, records in runs.items()}
-    tails = {name: state[name][start_round(records):] for name, records in runs.items()}
+    try:
+        saved = Law.load(args.law) if args.law else None
+    except (OSError, ValueError) as err:
+        print(f"error: --law: {err}", file=sys.stderr)
+        return 2
+    state_name = saved.state if saved else args.state
+    held = {name for name in runs if saved or any(fnmatch(name, pattern) for pattern in args.holdout)}
+    state = {name: errors(records, state_name) for name, records in runs.items()}
+    starts = {name: start_round(records, args.start_round) for name, records in runs.items()}
+    tails = {name: state[name][starts[name]:] for name, records in runs.items()}
     for name, records in runs.items():
         accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in state[name])
-        print(f"{name}{' (held out)' if name in held else ''}: {STATE_TEXT[args.state]} {accs} | "
+        print(f"{name}{' (held out)' if name in held else ''}: {STATE_TEXT[state_name]} {accs} | "
               f"frontier {' '.join(str(r.frontier) for r in records)}")
     try:
-        law = fit_law([tail for name, tail in tails.items() if name not in held], args.state, bounds=args.bounds)
+        law = saved or fit_law([tail for name, tail in tails.items() if name not in held], state_name,
+                               bounds=args.bounds)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print_law(law)
-    outcomes = [judge(name, runs[name], tails[name], law, args.collapse_accuracy, name in held) for name in runs]
+    print_law(law, "saved in " + args.law if saved else "fitted")
+    outcomes = [judge(name, runs[name], starts[name], tails[name], law, args.collapse_accuracy, name in held)
+                for name in runs]
     if held:
         hits = sum(o["hit"] for o in outcomes if o.get("held_out"))
         print(f"held out: {hits} of {len(held)} predicted right")
@@ -99,10 +114,10 @@ def main(argv=None):
     return 0
 
 
-def print_law(law):
+def print_law(law, origin):
     (alpha, beta), (s_alpha, s_beta) = law.coefficients, law.stderr
-    print(f"law ({law.state}): logit e' = {alpha:.3f} (+-{s_alpha:.3f}) + {beta:.3f} (+-{s_beta:.3f}) logit e; "
-          f"rmse {law.rmse:.4f} on {law.transitions} transitions")
+    print(f"law ({law.state}, {origin}): logit e' = {alpha:.3f} (+-{s_alpha:.3f}) + {beta:.3f} (+-{s_beta:.3f}) "
+          f"logit e; rmse {law.rmse:.4f} on {law.transitions} transitions")
     points = ", ".join(f"error {e:.3f} ({'stable' if stable else 'critical'})" for e, stable in law.fixed_points())
     critical = law.critical_accuracy()
     low, high = law.critical_range or (None, None)
@@ -111,7 +126,7 @@ def print_law(law):
           f"{'none' if critical is None else f'{critical:.3f}{spread}'}")
 
 
-def judge(name, records, tail, law, collapse_accuracy, held_out) -> dict:
+def judge(name, records, start, tail, law, collapse_accuracy, held_out) -> dict:
     """What the law predicts for a run from its start round, against what happened; printed."""
     first = tail[0] if tail else None
     if first is None:
@@ -120,7 +135,6 @@ def judge(name, records, tail, law, collapse_accuracy, held_out) -> dict:
     predicted = law.predict(first, len(tail) - 1, collapse_accuracy)
     measured = collapsed_after(tail, collapse_accuracy)
     hit = is_hit(predicted, measured)
-    start = start_round(records)
     print(f"{name}: from round {start}, predicted {outcome_text(predicted)}, "
           f"measured {outcome_text(measured)} over {len(tail) - 1} rounds: {'hit' if hit else 'miss'}"
           f"{' (held out)' if held_out else ''}; frontier {records[start].frontier} -> {records[-1].frontier}")

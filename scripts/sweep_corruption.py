@@ -7,8 +7,10 @@ For each seed s, rounds 0..k-1 run once, in <output_dir>/seed-<s>/shared. Every 
 continues from its round k-1 (`init_from`, si_hf/branch.py: the rounds are copied, not computed again)
 in <output_dir>/seed-<s>/<mode>-<fraction>, with round k's kept labels corrupted, up to round
 k + rounds_after; fraction 0 is one uncorrupted continuation, `clean`. Every run is launched as
-`si-hf-launch scripts/run_rounds.py` would be, so a rerun resumes each where it stopped. Exits with the
-first failing run's code (2 recipe, 3 Hub, 4 rounds on disk).
+`si-hf-launch scripts/run_rounds.py` would be, so a rerun resumes each where it stopped. Shared rounds
+that are all finished are not launched again, so several sweeps of one seed can run at once (say, one
+mode each) once the first has finished them. Exits with the first failing run's code (2 recipe, 3 Hub,
+4 rounds on disk).
 """
 
 import argparse
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from si_hf.config import parse_recipe
 from si_hf.errors import RecipeError
+from si_hf.manifest import finished_rounds
 from si_hf.records import round_name
 
 ROOT = Path(__file__).resolve().parent
@@ -61,6 +64,9 @@ def main(argv=None):
     for seed in args.seeds:
         shared = out / f"seed-{seed}" / "shared"
         for name, run_fields in sweep_runs(args):
+            if name == "shared" and args.corrupt_round - 1 in finished_rounds(shared):
+                print(f"== seed {seed}, shared: rounds 0-{args.corrupt_round - 1} finished in {shared}", flush=True)
+                continue  # not even resumed: it would take the run's lock from a sweep running beside this one
             start = [] if name == "shared" else ["--init_from", f"{shared}@{round_name(args.corrupt_round - 1)}"]
             print(f"== seed {seed}, {name}: {out / f'seed-{seed}' / name}", flush=True)
             cmd = [sys.executable, "-m", "si_hf.launch", "--config_file", args.accelerate_config,

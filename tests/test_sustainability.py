@@ -137,13 +137,37 @@ def test_the_script_fits_on_some_runs_and_predicts_the_held_out_ones(tmp_path, c
     law = Law.load(tmp_path / "law.json")
     assert law.transitions > 10 and law.coefficients == pytest.approx(TRUE, abs=0.15)
     out = capsys.readouterr().out
-    assert "law (next_level): logit e' = " in out and "(critical)" in out
+    assert "law (next_level, fitted): logit e' = " in out and "(critical)" in out
     assert re.search(f"{tmp_path}/run-6: from round 2, predicted sustains, measured sustains over \\d rounds: hit "
                      r"\(held out\); frontier 5 -> ", out)
     assert re.search(f"{tmp_path}/run-7: from round 2, predicted collapses after \\d, measured collapses after \\d "
                      r"over 5 rounds: hit \(held out\)", out)
     assert "held out: 2 of 2 predicted right" in out
     assert main([str(tmp_path / "nothing")]) == 2
+
+
+def test_the_script_scores_runs_against_a_saved_law_without_refitting_it(tmp_path, capsys):
+    Law(TRUE, (0.1, 0.1), 0.1, 20, "next_level").save(tmp_path / "law.json")
+    # Clean runs (no corruption) that part from a shared start at round 3: one below the critical
+    # error, one above it, carried by the saved law without noise.
+    for name, e in (("low", 0.05), ("high", 0.5)):
+        errs = [0.01, 0.01, 0.01, e]
+        while len(errs) < 9:
+            errs.append(float(np.clip(expit(TRUE[0] + TRUE[1] * logit(errs[-1])), 0.005, 0.995)))
+        _write(tmp_path / "sweep" / name, _records(errs))
+    main = runpy.run_path(str(SCRIPT))["main"]
+    assert main([str(tmp_path / "sweep"), "--law", str(tmp_path / "law.json"), "--start_round", "3",
+                 "--plot", str(tmp_path / "law.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"law (next_level, saved in {tmp_path / 'law.json'}): logit e' = 0.500 (+-0.100) + 1.400" in out
+    assert re.search(r"/low: from round 3, predicted sustains, measured sustains over 5 rounds: hit \(held out\)", out)
+    assert re.search(r"/high: from round 3, predicted collapses after 1, measured collapses after 1 over 5 rounds: "
+                     r"hit \(held out\)", out)
+    assert "held out: 2 of 2 predicted right" in out
+    assert (tmp_path / "law.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "bad.json").write_text("{")
+    assert main([str(tmp_path / "sweep"), "--law", str(tmp_path / "bad.json")]) == 2
+    assert "--law: " in capsys.readouterr().err
 
 
 def test_a_law_of_another_form_is_refused_by_name(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL
+from si_hf.lock import RunLock
 from si_hf.manifest import finished_rounds, read_manifest
 from si_hf.records import read_record, without_timing
 from si_hf.sustainability import corruption_of, distinct_runs, errors, read_runs
@@ -36,8 +37,10 @@ def test_a_sweep_shares_the_rounds_before_the_corrupted_one(tmp_path, write_reci
         assert without_timing(read_record(seed / name, 0)) == without_timing(read_record(seed / "shared", 0))
     assert read_record(seed / "digits-0.5", 1).labels.corruption["fraction"] == 0.5
     assert read_record(seed / "clean", 1).labels.corruption is None
-    again = sweep(argv)
-    assert again.returncode == 0 and "train_runtime" not in again.stdout
+    with RunLock(seed / "shared"):  # a sweep beside this one holds the shared run: it is not needed again
+        again = sweep(argv)
+    assert again.returncode == 0 and "train_runtime" not in again.stdout, again.stderr[-3000:]
+    assert "shared: rounds 0-0 finished" in again.stdout
     # The analysis reads the real runs: the shared rounds once, each run's state from its records.
     runs = distinct_runs(read_runs(tmp_path / "sweep"))
     assert sorted(runs) == ["seed-0/clean", "seed-0/digits-0.5"]
