@@ -227,30 +227,39 @@ def plot_law(law: Law, series: list[list[float | None]], held_out: list[list[flo
     return png_bytes(fig)
 
 
+def phase_strips(outcomes: list[dict]) -> list[tuple[float, float, int, dict]]:
+    """Where each outcome goes in the phase diagram: (left edge, width, row, outcome). A cell (mode x
+    fraction) holding several runs (seeds) is split into side-by-side strips, one a run, in order."""
+    modes = sorted({o["mode"] for o in outcomes})
+    fractions = sorted({o["fraction"] for o in outcomes})
+    cells: dict[tuple[int, int], list[dict]] = {}
+    for o in outcomes:
+        cells.setdefault((fractions.index(o["fraction"]), modes.index(o["mode"])), []).append(o)
+    return [(x - 0.45 + i * 0.9 / len(runs), 0.9 / len(runs), y, o)
+            for (x, y), runs in cells.items() for i, o in enumerate(runs)]
+
+
 def plot_phases(outcomes: list[dict]) -> bytes:
-    """PNG: the phase diagram, corruption mode (rows) x fraction (columns) -> sustained or collapsed.
-    Each outcome: mode, fraction, measured (rounds to collapse or None), and optionally predicted."""
+    """PNG: the phase diagram, corruption mode (rows) x fraction (columns) -> sustained or collapsed,
+    one strip a run where a cell has several (seeds). Each outcome: mode, fraction, measured (rounds to
+    collapse or None), and optionally predicted."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     modes = sorted({o["mode"] for o in outcomes})
     fractions = sorted({o["fraction"] for o in outcomes})
-    fig = Figure(figsize=(1.1 * len(fractions) + 2, 0.8 * len(modes) + 1.6), dpi=100)
+    fig = Figure(figsize=(1.1 * len(fractions) + 2.5, 0.8 * len(modes) + 1.6), dpi=100)
     ax = fig.add_subplot()
-    for o in outcomes:
-        x, y, measured = fractions.index(o["fraction"]), modes.index(o["mode"]), o["measured"]
-        ax.add_patch(_square(x, y, "tab:green" if measured is None else "tab:red"))
+    for left, width, y, o in phase_strips(outcomes):
+        measured = o["measured"]
+        ax.add_patch(Rectangle((left, y - 0.45), width, 0.9, color="tab:green" if measured is None else "tab:red",
+                               ec="white"))
         text = "S" if measured is None else f"C{measured}"
         if "predicted" in o:
-            text += "\n(law: " + ("S" if o["predicted"] is None else f"C{o['predicted']}") + ")"
-        ax.text(x, y, text, ha="center", va="center", fontsize="small", color="white")
+            text += "\n(law:\n" + ("S" if o["predicted"] is None else f"C{o['predicted']}") + ")"
+        ax.text(left + width / 2, y, text, ha="center", va="center", fontsize="x-small", color="white")
     ax.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
     ax.set_yticks(range(len(modes)), modes)
-    ax.set(xlim=(-0.5, len(fractions) - 0.5), ylim=(-0.5, len(modes) - 0.5), xlabel="corrupted share of kept labels",
-           title="S: sustained, Cn: collapsed n rounds after the corruption")
+    ax.set(xlim=(-0.5, len(fractions) - 0.5), ylim=(-0.5, len(modes) - 0.5), xlabel="corrupted share of kept labels")
+    ax.set_title("S: sustained, Cn: collapsed n rounds\nafter the corruption", fontsize="small")
     return png_bytes(fig)
-
-
-def _square(x, y, color):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((x - 0.45, y - 0.45), 0.9, 0.9, color=color)

@@ -22,6 +22,8 @@ from si_hf.sustainability import (
     fit_law,
     logit,
     next_level_error,
+    phase_strips,
+    plot_phases,
     read_runs,
     transitions,
 )
@@ -168,6 +170,16 @@ def test_the_script_scores_runs_against_a_saved_law_without_refitting_it(tmp_pat
     (tmp_path / "bad.json").write_text("{")
     assert main([str(tmp_path / "sweep"), "--law", str(tmp_path / "bad.json")]) == 2
     assert "--law: " in capsys.readouterr().err
+
+
+def test_runs_of_several_seeds_share_a_phase_cell_side_by_side():
+    runs = [{"mode": "digits", "fraction": 0.2, "measured": None, "seed": 1},
+            {"mode": "digits", "fraction": 0.2, "measured": 4, "seed": 2},
+            {"mode": "none", "fraction": 0.0, "measured": None, "seed": 1}]
+    strips = phase_strips(runs)
+    assert [(pytest.approx(left), pytest.approx(width), y, o["seed"]) for left, width, y, o in strips] == [
+        (0.55, 0.45, 0, 1), (1.0, 0.45, 0, 2), (-0.45, 0.9, 1, 1)]
+    assert plot_phases(runs)[:4] == b"\x89PNG"
 
 
 def test_a_law_of_another_form_is_refused_by_name(tmp_path):
