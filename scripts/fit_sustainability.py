@@ -40,9 +40,9 @@ from si_hf.sustainability import (
 TOLERANCE = 2  # rounds a predicted collapse may be off and still count as a hit
 
 
-def start_round(records, clean_start: int = 1) -> int:
-    """Where a prediction starts: the corrupted round of a run that has one, else `clean_start`."""
-    corruption = corruption_of(records)
+def start_round(corruption, clean_start: int = 1) -> int:
+    """Where a prediction starts: the corrupted round of a run that has one (`corruption_of`), else
+    `clean_start`."""
     return corruption[0] if corruption else clean_start
 
 
@@ -86,8 +86,9 @@ def main(argv=None):
     state_name = saved.state if saved else args.state
     held = {name for name in runs if saved or any(fnmatch(name, pattern) for pattern in args.holdout)}
     state = {name: errors(records, state_name) for name, records in runs.items()}
-    starts = {name: start_round(records, args.start_round) for name, records in runs.items()}
-    tails = {name: state[name][starts[name]:] for name, records in runs.items()}
+    corruptions = {name: corruption_of(records) for name, records in runs.items()}
+    starts = {name: start_round(corruptions[name], args.start_round) for name in runs}
+    tails = {name: state[name][starts[name]:] for name in runs}
     for name, records in runs.items():
         accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in state[name])
         print(f"{name}{' (held out)' if name in held else ''}: {STATE_TEXT[state_name]} {accs} | "
@@ -99,8 +100,8 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_law(law, "saved in " + args.law if saved else "fitted")
-    outcomes = [judge(name, runs[name], starts[name], tails[name], law, args.collapse_accuracy, name in held)
-                for name in runs]
+    outcomes = [judge(name, runs[name], corruptions[name], starts[name], tails[name], law, args.collapse_accuracy,
+                      name in held) for name in runs]
     if held:
         hits = sum(o["hit"] for o in outcomes if o.get("held_out"))
         print(f"held out: {hits} of {len(held)} predicted right")
@@ -126,7 +127,7 @@ def print_law(law, origin):
           f"{'none' if critical is None else f'{critical:.3f}{spread}'}")
 
 
-def judge(name, records, start, tail, law, collapse_accuracy, held_out) -> dict:
+def judge(name, records, corruption, start, tail, law, collapse_accuracy, held_out) -> dict:
     """What the law predicts for a run from its start round, against what happened; printed."""
     first = tail[0] if tail else None
     if first is None:
@@ -139,7 +140,6 @@ def judge(name, records, start, tail, law, collapse_accuracy, held_out) -> dict:
           f"measured {outcome_text(measured)} over {len(tail) - 1} rounds: {'hit' if hit else 'miss'}"
           f"{' (held out)' if held_out else ''}; frontier {records[start].frontier} -> {records[-1].frontier}")
     outcome = {"hit": hit, "held_out": held_out, "measured": measured, "predicted": predicted}
-    corruption = corruption_of(records)
     if corruption:
         return {**outcome, "mode": corruption[1], "fraction": corruption[2]}
     return {**outcome, "mode": "none", "fraction": 0.0}

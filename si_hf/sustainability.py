@@ -227,11 +227,15 @@ def plot_law(law: Law, series: list[list[float | None]], held_out: list[list[flo
     return png_bytes(fig)
 
 
+def phase_axes(outcomes: list[dict]) -> tuple[list[str], list[float]]:
+    """The phase diagram's rows (modes) and columns (fractions), sorted."""
+    return sorted({o["mode"] for o in outcomes}), sorted({o["fraction"] for o in outcomes})
+
+
 def phase_strips(outcomes: list[dict]) -> list[tuple[float, float, int, dict]]:
     """Where each outcome goes in the phase diagram: (left edge, width, row, outcome). A cell (mode x
     fraction) holding several runs (seeds) is split into side-by-side strips, one a run, in order."""
-    modes = sorted({o["mode"] for o in outcomes})
-    fractions = sorted({o["fraction"] for o in outcomes})
+    modes, fractions = phase_axes(outcomes)
     cells: dict[tuple[int, int], list[dict]] = {}
     for o in outcomes:
         cells.setdefault((fractions.index(o["fraction"]), modes.index(o["mode"])), []).append(o)
@@ -246,8 +250,7 @@ def plot_phases(outcomes: list[dict]) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    modes = sorted({o["mode"] for o in outcomes})
-    fractions = sorted({o["fraction"] for o in outcomes})
+    modes, fractions = phase_axes(outcomes)
     fig = Figure(figsize=(1.1 * len(fractions) + 2.5, 0.8 * len(modes) + 1.6), dpi=100)
     ax = fig.add_subplot()
     for left, width, y, o in phase_strips(outcomes):
