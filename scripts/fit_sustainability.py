@@ -78,6 +78,10 @@ def main(argv=None):
     if not runs:
         print(f"error: no finished run under {', '.join(args.directories)}", file=sys.stderr)
         return 2
+    if args.law and (args.holdout or args.bounds):
+        print("error: --law scores every run against a saved law and fits nothing: --holdout and --bounds "
+              "do not apply", file=sys.stderr)
+        return 2
     try:
         saved = Law.load(args.law) if args.law else None
     except (OSError, ValueError) as err:

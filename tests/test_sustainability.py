@@ -170,6 +170,8 @@ def test_the_script_scores_runs_against_a_saved_law_without_refitting_it(tmp_pat
     (tmp_path / "bad.json").write_text("{")
     assert main([str(tmp_path / "sweep"), "--law", str(tmp_path / "bad.json")]) == 2
     assert "--law: " in capsys.readouterr().err
+    assert main([str(tmp_path / "sweep"), "--law", str(tmp_path / "law.json"), "--holdout", "*/low"]) == 2
+    assert "--holdout and --bounds do not apply" in capsys.readouterr().err
 
 
 def test_runs_of_several_seeds_share_a_phase_cell_side_by_side():
