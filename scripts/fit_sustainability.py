@@ -2,7 +2,7 @@
 
     python scripts/fit_sustainability.py runs/sweep-copy [more run directories ...] [--state next_level]
         [--holdout '*digits-0.05' ...] [--collapse_accuracy 0.5] [--save law.json] [--plot law.png]
-        [--phases phases.png] [--start_round 1]
+        [--phases phases.png] [--start_round 1] [--skip_rounds 0]
     python scripts/fit_sustainability.py runs/sweep3 --law law.json    # a saved law, not refitted
 
 Every run found under the directories (a summary.jsonl at any depth) gives its state by round; the law
@@ -16,6 +16,9 @@ runs' hits counted. A run has collapsed when its accuracy fell below --collapse_
 below to its last round. --bounds fits on the rounds at no error or every error too. --law scores every
 run against a law saved before (a pre-registered test: nothing is fitted, every run is held out).
 --start_round: where the runs without a corruption start (a sweep's clean run: its corrupted round).
+--skip_rounds n: every run starts n rounds later (fitted and predicted from there), so that the law
+carries the state a corruption left after the filters had a round to act on it, not the corruption.
+A state of several errors (--state next_two_levels) is judged, printed and plotted by its first.
 """
 
 import argparse
@@ -30,20 +33,21 @@ from si_hf.sustainability import (
     collapsed_after,
     corruption_of,
     distinct_runs,
-    errors,
     fit_law,
+    judged,
     plot_law,
     plot_phases,
     read_runs,
+    vectors,
 )
 
 TOLERANCE = 2  # rounds a predicted collapse may be off and still count as a hit
 
 
-def start_round(corruption, clean_start: int = 1) -> int:
-    """Where a prediction starts: the corrupted round of a run that has one (`corruption_of`), else
-    `clean_start`."""
-    return corruption[0] if corruption else clean_start
+def start_round(corruption, clean_start: int = 1, skip: int = 0) -> int:
+    """Where a prediction starts: `skip` rounds after the corrupted round of a run that has one
+    (`corruption_of`), else after `clean_start`."""
+    return (corruption[0] if corruption else clean_start) + skip
 
 
 def outcome_text(n: int | None) -> str:
@@ -65,6 +69,7 @@ def parse_args(argv):
     p.add_argument("--bounds", action="store_true", help="fit on rounds at no error or every error too")
     p.add_argument("--law", help="score every run against this saved law (--save) instead of fitting one")
     p.add_argument("--start_round", type=int, default=1, help="where runs without a corruption start")
+    p.add_argument("--skip_rounds", type=int, default=0, help="every run starts this many rounds later")
     p.add_argument("--save", help="write the law as JSON here (a recipe's sustainability_law)")
     p.add_argument("--plot", help="write the measured transitions, the law and its fixed point as a PNG here")
     p.add_argument("--phases", help="write the phase diagram (mode x fraction -> outcome) as a PNG here")
@@ -89,12 +94,12 @@ def main(argv=None):
         return 2
     state_name = saved.state if saved else args.state
     held = {name for name in runs if saved or any(fnmatch(name, pattern) for pattern in args.holdout)}
-    state = {name: errors(records, state_name) for name, records in runs.items()}
+    state = {name: vectors(records, state_name) for name, records in runs.items()}
     corruptions = {name: corruption_of(records) for name, records in runs.items()}
-    starts = {name: start_round(corruptions[name], args.start_round) for name in runs}
+    starts = {name: start_round(corruptions[name], args.start_round, args.skip_rounds) for name in runs}
     tails = {name: state[name][starts[name]:] for name in runs}
     for name, records in runs.items():
-        accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in state[name])
+        accs = " ".join("-" if e is None else f"{1 - e:.3f}" for e in judged(state[name]))
         print(f"{name}{' (held out)' if name in held else ''}: {STATE_TEXT[state_name]} {accs} | "
               f"frontier {' '.join(str(r.frontier) for r in records)}")
     try:
@@ -120,9 +125,12 @@ def main(argv=None):
 
 
 def print_law(law, origin):
-    (alpha, beta), (s_alpha, s_beta) = law.coefficients, law.stderr
-    print(f"law ({law.state}, {origin}): logit e' = {alpha:.3f} (+-{s_alpha:.3f}) + {beta:.3f} (+-{s_beta:.3f}) "
-          f"logit e; rmse {law.rmse:.4f} on {law.transitions} transitions")
+    names = ["e"] if law.dims == 1 else [f"e{i + 1}" for i in range(law.dims)]
+    for name, row, spread in zip(names, law.coefficients, law.stderr):
+        terms = " + ".join(f"{c:.3f} (+-{s:.3f}) logit {n}" for c, s, n in zip(row[1:], spread[1:], names))
+        print(f"law ({law.state}, {origin}): logit {name}' = {row[0]:.3f} (+-{spread[0]:.3f}) + {terms}")
+    growth = f"; growth a round (eigenvalues): {', '.join(f'{g:.3f}' for g in law.growth())}" if law.dims > 1 else ""
+    print(f"rmse {law.rmse:.4f} on {law.transitions} transitions{growth}")
     points = ", ".join(f"error {e:.3f} ({'stable' if stable else 'critical'})" for e, stable in law.fixed_points())
     critical = law.critical_accuracy()
     low, high = law.critical_range or (None, None)
@@ -138,7 +146,7 @@ def judge(name, records, corruption, start, tail, law, collapse_accuracy, held_o
         print(f"{name}: no state at its start round; nothing predicted")
         return {"hit": False, "held_out": held_out}
     predicted = law.predict(first, len(tail) - 1, collapse_accuracy)
-    measured = collapsed_after(tail, collapse_accuracy)
+    measured = collapsed_after(judged(tail), collapse_accuracy)
     hit = is_hit(predicted, measured)
     print(f"{name}: from round {start}, predicted {outcome_text(predicted)}, "
           f"measured {outcome_text(measured)} over {len(tail) - 1} rounds: {'hit' if hit else 'miss'}"

@@ -297,7 +297,9 @@ def plot_level_map(summary: list[RoundRecord]) -> bytes:
 
 
 # The errors the law of sustainability can carry (si_hf.sustainability.STATES), as a reader reads them.
-STATE_TEXT = {"next_level": "accuracy at the next level", "kept_labels": "kept-label accuracy"}
+# A state of several errors is judged on its first.
+STATE_TEXT = {"next_level": "accuracy at the next level", "next_two_levels": "accuracy at the next level",
+              "kept_labels": "kept-label accuracy"}
 
 
 def prediction_text(p: dict) -> str:

@@ -1,21 +1,25 @@
 """When does self-improvement collapse? Label quality carried from one round to the next, fitted.
 
-A run's state after round k is an error e_k in [0, 1], read from its record (STATES):
+A run's state after round k is a vector of errors in [0, 1], read from its record (STATES); its first
+component is the error a collapse is judged on:
 - `next_level` (the default): 1 - the accuracy of round k's model at the level after the highest one it
   trained on, on the held-out set: the error of the labels the next round starts from, before filters;
+- `next_two_levels`: that error and the one at the level after it. How far past its range a model still
+  holds decides how fast its errors pile up (copy with the length filter alone: seed 0, whose models were
+  about 0.5 wrong two levels out, collapsed in 4 rounds; seeds 1 and 2, about 0.2 wrong, still held at 9);
 - `kept_labels`: 1 - the accuracy of round k's kept labels (the first sweep showed it blind to a run
   that stalls because its labels stop passing the filters: the few it keeps are right).
 
-The law is a map e_{k+1} = f(e_k), linear in log-odds: logit f(e) = alpha + beta logit e, fitted by least
-squares on the consecutive rounds of many runs (corruption sweeps: scripts/sweep_corruption.py). Errors
-are clipped to [EPS, 1 - EPS] first, about one miss in the smallest held-out sets, so that a perfect
-round has a finite log-odds; rounds at either bound are left out of the fit (they fit any such law)
-unless `fit_law(..., bounds=True)`.
-Its one interior fixed point e* = expit(alpha / (1 - beta)) says what runs do: with beta > 1 it is the
-critical error, below which errors die out round after round and above which they grow to 1 (the error
-avalanche); with beta < 1 every run settles at e*. Iterating f from a measured error predicts whether
-a run sustains, or the round where its accuracy falls below a collapse level and stays there.
-The parameters' uncertainty is a bootstrap over whole runs.
+The law is a map e_{k+1} = f(e_k), linear in log-odds: logit f(e)_i = a_i + sum_j B_ij logit e_j (for one
+error, logit e' = alpha + beta logit e), fitted by least squares on the consecutive rounds of many runs
+(corruption sweeps: scripts/sweep_corruption.py). Errors are clipped to [EPS, 1 - EPS] first, about one
+miss in the smallest held-out sets, so that a perfect round has a finite log-odds; rounds with an error
+at either bound are left out of the fit (they fit any such law) unless `fit_law(..., bounds=True)`.
+Its one interior fixed point z* = (I - B)^-1 a says what runs do: when it is unstable (for one error,
+beta > 1) its first error is the critical error, below which errors die out round after round and above
+which they grow to 1 (the error avalanche); when it is stable every run settles there. Iterating f
+from a measured state predicts whether a run sustains, or the round where its accuracy falls below a
+collapse level and stays there. The parameters' uncertainty is a bootstrap over whole runs.
 
 Reads only the records (summary.jsonl) of finished runs; accuracies there are analysis columns.
 """
@@ -33,12 +37,17 @@ from .records import SUMMARY_FILE, RoundRecord, parse_summary, read_summary, wit
 EPS = 0.005
 
 
-def next_level_error(record: RoundRecord) -> float | None:
-    """1 - the round's accuracy at the level after its highest trained one (None: not a numbered level,
-    or not evaluated)."""
+def level_error(record: RoundRecord, ahead: int) -> float | None:
+    """1 - the round's accuracy `ahead` levels after its highest trained one (None: not a numbered
+    level, or not evaluated)."""
     top = record.levels_trained.split("-")[-1]
-    accuracy = record.accuracy_by_level.get(str(int(top) + 1)) if top.isdigit() else None
+    accuracy = record.accuracy_by_level.get(str(int(top) + ahead)) if top.isdigit() else None
     return None if accuracy is None else 1.0 - accuracy
+
+
+def next_level_error(record: RoundRecord) -> float | None:
+    """1 - the round's accuracy at the level after its highest trained one."""
+    return level_error(record, 1)
 
 
 def kept_label_error(record: RoundRecord) -> float | None:
@@ -47,12 +56,29 @@ def kept_label_error(record: RoundRecord) -> float | None:
     return None if accuracy is None else 1.0 - accuracy
 
 
-STATES = {"next_level": next_level_error, "kept_labels": kept_label_error}
+STATES = {"next_level": (next_level_error,), "next_two_levels": (next_level_error, lambda r: level_error(r, 2)),
+          "kept_labels": (kept_label_error,)}
+
+
+def state_of(record: RoundRecord, state: str = "next_level") -> tuple[float, ...] | None:
+    """The round's state (STATES); None when any of its errors is missing."""
+    values = tuple(read(record) for read in STATES[state])
+    return None if None in values else values
+
+
+def vectors(records: list[RoundRecord], state: str = "next_level") -> list[tuple[float, ...] | None]:
+    """The run's state by round (index = round number)."""
+    return [state_of(rec, state) for rec in records]
 
 
 def errors(records: list[RoundRecord], state: str = "next_level") -> list[float | None]:
-    """The run's state by round (index = round number)."""
-    return [STATES[state](rec) for rec in records]
+    """The run's judged error (its state's first) by round."""
+    return judged(vectors(records, state))
+
+
+def judged(series: list) -> list[float | None]:
+    """The error a collapse is judged on, by round, from states that are vectors or single errors."""
+    return [None if e is None else float(np.atleast_1d(e)[0]) for e in series]
 
 
 def logit(error) -> np.ndarray:
@@ -64,26 +90,53 @@ def expit(z) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
+def _matrix(values) -> tuple[tuple[float, ...], ...]:
+    """Coefficients as rows (a_i, B_i1, ..., B_id), one per error; a flat (alpha, beta) is one row."""
+    rows = np.atleast_2d(np.asarray(values, dtype=float))
+    return tuple(tuple(float(v) for v in row) for row in rows)
+
+
 @dataclasses.dataclass
 class Law:
-    coefficients: tuple[float, float]  # alpha, beta of logit e' = alpha + beta logit e
-    stderr: tuple[float, float]  # bootstrap standard deviations of alpha, beta
+    coefficients: tuple  # rows (a_i, B_i1..B_id) of logit e'_i = a_i + sum_j B_ij logit e_j; (alpha, beta) for one
+    stderr: tuple  # bootstrap standard deviations, the same shape
     rmse: float  # in error, of the fit on its own transitions
     transitions: int
-    state: str = "next_level"  # the error it carries (STATES)
+    state: str = "next_level"  # the errors it carries (STATES)
     critical_range: tuple[float, float] | None = None  # 5th-95th percentile of the critical accuracy, bootstrap
 
-    def __call__(self, error: float) -> float:
-        alpha, beta = self.coefficients
-        return float(expit(alpha + beta * logit(error)))
+    def __post_init__(self):
+        self.coefficients, self.stderr = _matrix(self.coefficients), _matrix(self.stderr)
+
+    @property
+    def dims(self) -> int:
+        return len(self.coefficients)
+
+    def _parts(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.array(self.coefficients)
+        return rows[:, 0], rows[:, 1:]
+
+    def __call__(self, error):
+        """The next round's state from this one's (a single error gives a single error back)."""
+        a, b = self._parts()
+        nxt = expit(a + b @ logit(np.atleast_1d(error)))
+        return float(nxt[0]) if np.ndim(error) == 0 else tuple(float(e) for e in nxt)
 
     def fixed_points(self) -> list[tuple[float, bool]]:
-        """(e*, stable) for the interior fixed point, when there is one (0 and 1 are the limits beside it)."""
-        alpha, beta = self.coefficients
-        if abs(1.0 - beta) < 1e-12:
+        """(first error of z*, stable) for the interior fixed point, when there is one (0 and 1 are the
+        limits beside it)."""
+        a, b = self._parts()
+        identity = np.eye(self.dims)
+        if abs(np.linalg.det(identity - b)) < 1e-12:
             return []
-        z = alpha / (1.0 - beta)
-        return [(float(expit(z)), abs(beta) < 1.0)] if abs(z) < -float(logit(EPS)) else []  # inside the clip
+        z = np.linalg.solve(identity - b, a)
+        stable = self.growth()[0] < 1.0
+        return [(float(expit(z[0])), stable)] if np.all(np.abs(z) < -float(logit(EPS))) else []  # inside the clip
+
+    def growth(self) -> list[float]:
+        """How much a small change in the state's log-odds grows a round, along each direction: the
+        eigenvalues of B by size (one above 1: some error grows from anywhere near the fixed point)."""
+        return sorted((float(abs(v)) for v in np.linalg.eigvals(self._parts()[1])), reverse=True)
 
     def critical_accuracy(self) -> float | None:
         """The accuracy below which errors grow round after round (1 - the unstable fixed point)."""
@@ -98,32 +151,34 @@ class Law:
         """A law saved by `save`; a ValueError names a file that is not one (or one of an older form)."""
         try:
             data = json.loads(Path(path).read_text())
-            law = cls(**{**data, "coefficients": tuple(data["coefficients"]), "stderr": tuple(data["stderr"]),
-                         "critical_range": tuple(data["critical_range"]) if data.get("critical_range") else None})
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            spread = data.get("critical_range")
+            law = cls(**{**data, "critical_range": tuple(spread) if spread else None})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path} is not a law written by scripts/fit_sustainability.py --save ({err})") from err
-        if len(law.coefficients) != 2 or law.state not in STATES:
-            raise ValueError(f"{path} is not a law of this si-hf: it needs 2 coefficients (alpha, beta) and a "
-                             f"state in {', '.join(STATES)}; fit it again")
+        dims = len(STATES.get(law.state, ()))
+        if not dims or any(len(row) != dims + 1 for row in law.coefficients) or law.dims != dims:
+            raise ValueError(f"{path} is not a law of this si-hf: it needs a state in {', '.join(STATES)} and "
+                             f"{dims or 'its'} row(s) of {dims + 1 if dims else 'd + 1'} coefficients (for one error: "
+                             f"alpha, beta); fit it again")
         return law
 
-    def predict(self, error: float, rounds: int, collapse_accuracy: float = 0.5) -> int | None:
-        """Rounds from `error` until the run collapses (see `collapsed_after`; 0: it has already), the law
-        iterated `rounds` times; None when it does not within them."""
+    def predict(self, error, rounds: int, collapse_accuracy: float = 0.5) -> int | None:
+        """Rounds from `error` (a state) until the run collapses (see `collapsed_after`; 0: it has
+        already), the law iterated `rounds` times; None when it does not within them."""
         path = [error]
         for _ in range(rounds):
             path.append(self(path[-1]))
-        return collapsed_after(path, collapse_accuracy)
+        return collapsed_after(judged(path), collapse_accuracy)
 
 
 def prediction(law: Law, record: RoundRecord, rounds_left: int, collapse_accuracy: float = 0.5) -> dict | None:
     """What the law says of a run after `record`'s round: None when the round has no state (see STATES),
     else {"collapses_after": rounds from this one until the accuracy < collapse_accuracy (None: it
     sustains over the rounds left), "rounds_left", "critical_accuracy", "collapse_accuracy", "state"}."""
-    error = STATES[law.state](record)
-    if error is None:
+    state = state_of(record, law.state)
+    if state is None:
         return None
-    return {"collapses_after": law.predict(error, rounds_left, collapse_accuracy), "rounds_left": rounds_left,
+    return {"collapses_after": law.predict(state, rounds_left, collapse_accuracy), "rounds_left": rounds_left,
             "critical_accuracy": law.critical_accuracy(), "collapse_accuracy": collapse_accuracy,
             "state": law.state}
 
@@ -136,19 +191,22 @@ def collapsed_after(series: list[float | None], collapse_accuracy: float = 0.5) 
     return next((n for n, e in enumerate(series) if e is not None and all(below[n:])), None)
 
 
-def transitions(series: list[list[float | None]]) -> np.ndarray:
-    """(e_k, e_{k+1}) for every pair of consecutive measured rounds of every run, as an n x 2 array."""
-    pairs = [(e, f) for errs in series for e, f in zip(errs, errs[1:]) if e is not None and f is not None]
-    return np.array(pairs, dtype=float).reshape(-1, 2)
+def transitions(series: list[list]) -> np.ndarray:
+    """(e_k, e_{k+1}) for every pair of consecutive measured rounds of every run, as an n x 2d array
+    (states of d errors; single errors count as d = 1)."""
+    pairs = [np.concatenate([np.atleast_1d(e), np.atleast_1d(f)])
+             for errs in series for e, f in zip(errs, errs[1:]) if e is not None and f is not None]
+    return np.array(pairs, dtype=float).reshape(len(pairs), -1) if pairs else np.zeros((0, 2))
 
 
 def informative(pairs: np.ndarray) -> np.ndarray:
-    """The transitions that say where errors go: those from an error inside (EPS, 1 - EPS). A round at
+    """The transitions that say where errors go: those from a state inside (EPS, 1 - EPS). A round at
     no error or at every error (clipped) fits any law that keeps 0 and 1 where they are."""
-    return pairs[(pairs[:, 0] > EPS) & (pairs[:, 0] < 1.0 - EPS)]
+    start = pairs[:, :pairs.shape[1] // 2]
+    return pairs[np.all((start > EPS) & (start < 1.0 - EPS), axis=1)]
 
 
-def fit_law(series: list[list[float | None]], state: str = "next_level", bootstrap: int = 200,
+def fit_law(series: list[list], state: str = "next_level", bootstrap: int = 200,
             seed: int = 0, bounds: bool = False) -> Law:
     """The log-odds map fitted on the runs' informative transitions (with `bounds`, on all of them: a run
     that stays at every error then counts as evidence that 1 holds it); the bootstrap resamples whole runs."""
@@ -156,27 +214,33 @@ def fit_law(series: list[list[float | None]], state: str = "next_level", bootstr
     pairs = kept(transitions(series))
     if len(pairs) < 3:
         raise ValueError(f"a law needs at least 3 transitions from an error inside (0, 1), got {len(pairs)}")
-    alpha, beta = _fit(pairs)
+    coefficients = _fit(pairs)
     rng, samples = np.random.default_rng(seed), []
     for _ in range(bootstrap):
         resampled = kept(transitions([series[i] for i in rng.integers(0, len(series), len(series))]))
         with contextlib.suppress(ValueError):  # a resample with too few distinct errors to fit
             samples.append(_fit(resampled))
-    predicted = expit(alpha + beta * logit(pairs[:, 0]))
-    rmse = float(np.sqrt(np.mean((predicted - pairs[:, 1]) ** 2)))
-    stderr = tuple(float(s) for s in np.std(samples, axis=0)) if samples else (float("nan"),) * 2
-    critical = [c for c in (Law(s, (0, 0), 0, 0).critical_accuracy() for s in samples) if c is not None]
+    d = pairs.shape[1] // 2
+    law = Law(coefficients, np.zeros_like(coefficients), 0.0, len(pairs), state)
+    predicted = np.array([np.atleast_1d(law(e if d > 1 else e[0])) for e in pairs[:, :d]])
+    rmse = float(np.sqrt(np.mean((predicted - pairs[:, d:]) ** 2)))
+    stderr = np.std(samples, axis=0) if samples else np.full_like(coefficients, np.nan)
+    critical = [c for c in (Law(s, np.zeros_like(s), 0, 0, state).critical_accuracy() for s in samples)
+                if c is not None]
     # The range only when most resamples agree there is a critical accuracy at all.
     spread = tuple(float(q) for q in np.percentile(critical, [5, 95])) if len(critical) > len(samples) / 2 else None
-    return Law((alpha, beta), stderr, rmse, len(pairs), state, spread)
+    return Law(coefficients, stderr, rmse, len(pairs), state, spread)
 
 
-def _fit(pairs: np.ndarray) -> tuple[float, float]:
-    x, y = logit(pairs[:, 0]), logit(pairs[:, 1])
-    if len(np.unique(x)) < 2:
+def _fit(pairs: np.ndarray) -> np.ndarray:
+    """Rows (a_i, B_i1..B_id) by least squares in log-odds."""
+    d = pairs.shape[1] // 2
+    x, y = logit(pairs[:, :d]), logit(pairs[:, d:])
+    if len(np.unique(x[:, 0])) < 2 or len(pairs) < d + 2:
         raise ValueError("a law needs transitions from at least 2 different errors")
-    beta, alpha = np.polyfit(x, y, 1)
-    return float(alpha), float(beta)
+    design = np.hstack([np.ones((len(x), 1)), x])
+    solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return solution.T
 
 
 def read_runs(path) -> dict[str, list[RoundRecord]]:
@@ -204,19 +268,25 @@ def corruption_of(records: list[RoundRecord]) -> tuple[int, str, float] | None:
     return None
 
 
-def plot_law(law: Law, series: list[list[float | None]], held_out: list[list[float | None]] = ()) -> bytes:
-    """PNG: the measured transitions (e_k, e_k+1), the fitted map, the diagonal and the fixed point."""
+def plot_law(law: Law, series: list[list], held_out: list[list] = ()) -> bytes:
+    """PNG: the measured transitions of the judged error (e_k, e_k+1), the fitted map (for a state of
+    several errors, its prediction from each measured round), the diagonal and the fixed point."""
     from matplotlib.figure import Figure
 
-    xs = np.linspace(0.0, 1.0, 400)
     fig = Figure(figsize=(5, 4.5), dpi=100)
     ax = fig.add_subplot()
-    for points, style, label in ((transitions(series), "o", "fitted rounds"),
-                                 (transitions(list(held_out)), "s", "held-out rounds")):
+    for runs, style, label in ((series, "o", "fitted rounds"), (list(held_out), "s", "held-out rounds")):
+        points = transitions(runs)
         if len(points):
-            ax.plot(points[:, 0], points[:, 1], style, alpha=0.6, label=label, markerfacecolor="none")
-    ax.plot(xs, [law(x) for x in xs], color="tab:red", label="fitted law")
-    ax.plot(xs, xs, "--", color="gray", label="no change")
+            d = points.shape[1] // 2
+            ax.plot(points[:, 0], points[:, d], style, alpha=0.6, label=label, markerfacecolor="none")
+            if law.dims > 1:
+                ax.plot(points[:, 0], [law(tuple(e))[0] for e in points[:, :d]], "+", color="tab:red",
+                        label=f"law, from the {label}")
+    if law.dims == 1:
+        xs = np.linspace(0.0, 1.0, 400)
+        ax.plot(xs, [law(x) for x in xs], color="tab:red", label="fitted law")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="no change")
     for e, stable in law.fixed_points():
         ax.plot([e], [e], "o" if stable else "x", color="black", markersize=10,
                 label=f"{'stable' if stable else 'critical'} error {e:.3f}")
