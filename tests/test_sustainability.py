@@ -24,6 +24,7 @@ from si_hf.sustainability import (
     next_level_error,
     phase_strips,
     plot_phases,
+    prediction,
     read_runs,
     state_of,
     transitions,
@@ -251,8 +252,11 @@ def test_a_law_of_two_errors_is_recovered_and_judged_on_the_first():
     rec.levels_trained = "3"
     assert state_of(rec, "next_two_levels") == pytest.approx((0.1, 0.4)) and errors([rec], "next_two_levels") == \
         [pytest.approx(0.1)]
+    p = prediction(law, rec, rounds_left=4)
+    assert p["collapses_after"] == law.predict((0.1, 0.4), 4) and p["state"] == "next_two_levels"
     rec.accuracy_by_level.pop("5")
     assert state_of(rec, "next_two_levels") is None  # a state with an error missing is no state
+    assert prediction(law, rec, rounds_left=4) is None
 
 
 def test_the_script_fits_a_two_error_law_from_a_round_after_the_corruption(tmp_path, capsys):
