@@ -155,11 +155,12 @@ class Law:
             law = cls(**{**data, "critical_range": tuple(spread) if spread else None})
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path} is not a law written by scripts/fit_sustainability.py --save ({err})") from err
-        dims = len(STATES.get(law.state, ()))
-        if not dims or any(len(row) != dims + 1 for row in law.coefficients) or law.dims != dims:
-            raise ValueError(f"{path} is not a law of this si-hf: it needs a state in {', '.join(STATES)} and "
-                             f"{dims or 'its'} row(s) of {dims + 1 if dims else 'd + 1'} coefficients (for one error: "
-                             f"alpha, beta); fit it again")
+        if law.state not in STATES:
+            raise ValueError(f"{path} is not a law of this si-hf: its state must be one of {', '.join(STATES)}")
+        dims = len(STATES[law.state])
+        if np.shape(law.coefficients) != (dims, dims + 1):
+            raise ValueError(f"{path} is not a law of this si-hf: a {law.state} law needs {dims} row(s) of "
+                             f"{dims + 1} coefficients (for one error: alpha, beta); fit it again")
         return law
 
     def predict(self, error, rounds: int, collapse_accuracy: float = 0.5) -> int | None:
@@ -222,7 +223,7 @@ def fit_law(series: list[list], state: str = "next_level", bootstrap: int = 200,
             samples.append(_fit(resampled))
     d = pairs.shape[1] // 2
     law = Law(coefficients, np.zeros_like(coefficients), 0.0, len(pairs), state)
-    predicted = np.array([np.atleast_1d(law(e if d > 1 else e[0])) for e in pairs[:, :d]])
+    predicted = np.array([law(e) for e in pairs[:, :d]])  # each start as a state gives a state back
     rmse = float(np.sqrt(np.mean((predicted - pairs[:, d:]) ** 2)))
     stderr = np.std(samples, axis=0) if samples else np.full_like(coefficients, np.nan)
     critical = [c for c in (Law(s, np.zeros_like(s), 0, 0, state).critical_accuracy() for s in samples)
