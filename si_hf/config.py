@@ -27,7 +27,8 @@ MARKS = (RESUMABLE, TRAINER)
 class Recipe:
     # What and where
     task: str = field(default="copy", metadata={"help": (
-        "copy, reverse, reverse_addition, forward_addition, multiplication, maze_hops or maze_nodes.")})
+        "copy, reverse, reverse_addition, forward_addition, multiplication, maze_hops, maze_hops_15 (15-node "
+        "trees) or maze_nodes.")})
     output_dir: str = field(default="runs/copy-tiny", metadata={"help": "Where rounds are written.", RESUMABLE: True})
     seed: int = field(default=0, metadata={"help": "Seed of data, initialization and training."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": (
@@ -329,7 +330,8 @@ def _check_filters(r: Recipe):
             commuting = ", ".join(sorted(t for t in TASKS if get_task(t).commutes))
             raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no operands to swap (tasks: {commuting})")
         if names[-1] == "path" and not hasattr(get_task(r.task), "follows_edges"):
-            raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no edges to follow (maze_hops, maze_nodes)")
+            mazes = ", ".join(sorted(t for t in TASKS if hasattr(get_task(t), "follows_edges")))
+            raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no edges to follow (tasks: {mazes})")
     votes = names.count(VOTE_FILTER)
     if votes > 1:
         raise RecipeError(f"filters: at most one {VOTE_FILTER} filter, got {r.filters}")

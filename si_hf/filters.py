@@ -70,7 +70,7 @@ def path_filter(task: Task, labels: list[Label]) -> list[bool]:
     prompt alone (never the stored path). In a tree only the answer passes it, so with this filter a
     maze run measures the loop with exact labels; without it, with the model's own."""
     if labels and not hasattr(task, "follows_edges"):
-        raise ValueError(f"path: task {task.name!r} has no edges to follow (maze_hops and maze_nodes do)")
+        raise ValueError(f"path: task {task.name!r} has no edges to follow (the maze tasks do)")
     return [lab.finished and task.follows_edges(lab.prompt, lab.completion) for lab in labels]
 
 

@@ -100,6 +100,7 @@ def test_empty_level_ranges_are_refused(which, low, high):
 # Valid levels per task (a task not listed here takes integer levels from 1).
 LEVELS = {
     "maze_hops": st.integers(1, 29),
+    "maze_hops_15": st.integers(1, 14),
     "maze_nodes": st.integers(10, 99),
     "multiplication": st.tuples(st.integers(1, 6), st.integers(1, 6)),
 }

@@ -455,6 +455,7 @@ def _all_simple_paths(adjacency, start, end):
 
 @pytest.mark.parametrize("name,levels,shape", [
     ("maze_hops", [1, 2, 5, 9, 15, 29], lambda level: (30, level)),
+    ("maze_hops_15", [1, 2, 5, 9, 14], lambda level: (15, level)),
     ("maze_nodes", [10, 11, 20, 30, 60, 99], lambda level: (level, 9)),
 ])
 def test_maze_properties(name, levels, shape):
