@@ -485,6 +485,8 @@ def test_maze_levels_out_of_range():
     with pytest.raises(ValueError):
         get_task("maze_hops").sample(30, rng)  # 30 nodes: at most 29 hops
     with pytest.raises(ValueError):
+        get_task("maze_hops_15").sample(15, rng)  # 15 nodes: at most 14 hops
+    with pytest.raises(ValueError):
         get_task("maze_nodes").sample(9, rng)  # 9 hops need 10 nodes
     with pytest.raises(ValueError):
         get_task("maze_nodes").sample(100, rng)  # labels are 1-99

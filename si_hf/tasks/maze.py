@@ -6,9 +6,10 @@ joined by `-`, then `=`. Answer: the unique path `S>x>...>E`. Node labels are di
 
     tree 5-12-3 plus 7 on 12, from 5 to 3: `5>3#12:5,3,7-3:12-7:12-5:12=` -> `5>12>3`
 
-Two tasks: `maze_hops` (30 nodes, difficulty = hops between S and E) and `maze_nodes` (9 hops,
-difficulty = number of nodes). A tree with h hops between S and E is a path of h+1 random labels
-S..E, then every other node attaches to a uniformly drawn node already placed.
+Tasks: `maze_hops` (30 nodes, difficulty = hops between S and E), `maze_hops_15` (the same on 15
+nodes) and `maze_nodes` (9 hops, difficulty = number of nodes). A tree with h hops between S and E
+is a path of h+1 random labels S..E, then every other node attaches to a uniformly drawn node already
+placed.
 `valid_path` checks an answer against the prompt's graph alone (a metric independent of the stored
 answer); `plausible`, which the length filter reads, checks the form and never the edges: in a tree a
 simple path from S to E that follows edges is the answer itself. The `path` filter (si_hf.filters) is
@@ -206,8 +207,8 @@ class MazeNodes(_Maze):
 
 @register_task
 class MazeHops15(MazeHops):
-    """`maze_hops` on trees of 15 nodes (prompts about half as long, at most 14 hops): the CPU-sized
-    variant, whose base model learns in minutes what the 30-node one needs hours for."""
+    """`maze_hops` on trees of 15 nodes (at most 14 hops): prompts of about 90 tokens instead of 180, so
+    a training step costs about half, for runs sized to CPUs."""
 
     name = "maze_hops_15"
     num_nodes = 15
