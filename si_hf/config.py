@@ -62,6 +62,9 @@ class Recipe:
     base_steps: int = 2000
     base_warmup_steps: int = 200
     base_decay_steps: int = 500
+    base_carry_runs: float = field(default=0.0, metadata={"help": (
+        "Share of base problems (addition) given a planted run of digit pairs summing to 9, a long carry "
+        "chain; random digits hold a run of k pairs with chance ~10^-k.")})
 
     # Each later round
     num_rounds: int = field(default=10, metadata={"help": "Self-improvement rounds after round 0.", RESUMABLE: True})
@@ -218,10 +221,16 @@ def _model_rows(r: Recipe):
 
 
 def _base_rows(r: Recipe):
+    from .tasks import TASKS, get_task
+
+    planting = ", ".join(sorted(t for t in TASKS if get_task(t).plants_carry_runs))
     return [("base_examples", r.base_examples is None or r.base_examples > 0, "must be positive (or unset)"),
             ("base_min_level", 1 <= r.base_min_level <= r.base_max_level,
              "needs 1 <= base_min_level <= base_max_level"),
             ("base_steps", r.base_steps > 0, "must be positive"),
+            ("base_carry_runs", 0 <= r.base_carry_runs <= 1, "must be a share between 0 and 1"),
+            ("base_carry_runs", not r.base_carry_runs or get_task(r.task).plants_carry_runs,
+             f"task {r.task!r} has no carries to plant (tasks: {planting})"),
             ("base_warmup_steps", r.base_warmup_steps >= 0, "must be >= 0"),
             ("base_decay_steps", r.base_decay_steps >= 0, "must be >= 0"),
             ("base_warmup_steps", r.base_warmup_steps + r.base_decay_steps <= r.base_steps,

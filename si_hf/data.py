@@ -81,9 +81,19 @@ def truth_dataset(task: Task, problems: list[Problem], round_idx: int) -> Datase
     )
 
 
-def base_dataset(task: Task, min_level: int, max_level: int, n: int, seed: int, exclude: set[str]) -> Dataset:
+def base_dataset(task: Task, min_level: int, max_level: int, n: int, seed: int, exclude: set[str],
+                 carry_runs: float = 0.0) -> Dataset:
+    """n ground-truth problems of the base range; a `carry_runs` share of them with a planted carry chain
+    (`Task.with_carry_run`). With 0 the draws are those of a recipe without the field."""
     rng = seeded_rng(seed, "base", task.name)
-    problems = sample_problems(task, n, lambda: task.sample_base(min_level, max_level, rng), exclude)
+
+    def draw():
+        problem = task.sample_base(min_level, max_level, rng)
+        if carry_runs and rng.random() < carry_runs:
+            problem = task.with_carry_run(problem, rng)
+        return problem
+
+    problems = sample_problems(task, n, draw, exclude)
     return truth_dataset(task, problems, 0)
 
 

@@ -122,6 +122,8 @@ def test_unknown_command_line_argument():
     (["--newest_fraction", "1.2"], "newest_fraction"),
     (["--older_weighting", "levels"], "older_weighting"),
     (["--min_lr_ratio", "2"], "min_lr_ratio"),
+    (["--task", "forward_addition", "--base_carry_runs", "1.5"], "base_carry_runs"),
+    (["--task", "copy", "--base_carry_runs", "0.5"], "base_carry_runs"),
 ])
 def test_invalid_values_name_the_field(argv, field):
     with pytest.raises(RecipeError, match=field):

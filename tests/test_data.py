@@ -383,3 +383,24 @@ def test_a_round_that_kept_no_label_reads_back_as_the_readme_says(tmp_path):
     assert data.num_rows == 0 and data.column_names == list(ROUND_FEATURES)
     with pytest.raises(ValueError, match="corresponds to no data"):
         load_dataset("parquet", data_files={"train": str(path)}, split="train", cache_dir=str(tmp_path / "cache"))
+
+
+def _has_carry_chain(prompt: str, k: int) -> bool:
+    a, b = prompt[:-1].split("+")
+    pair_sums = " ".join(str(int(x) + int(y)) for x, y in zip(reversed(a), reversed(b)))
+    return " ".join(["9"] * k) in pair_sums
+
+
+def test_base_carry_runs_plant_chains_in_a_share_and_leave_the_default_draws_alone():
+    task = get_task("forward_addition")
+    plain = base_dataset(task, 1, 8, 2000, seed=0, exclude=set())
+    assert plain["prompt"] == base_dataset(task, 1, 8, 2000, seed=0, exclude=set(), carry_runs=0.0)["prompt"]
+    planted = base_dataset(task, 1, 8, 2000, seed=0, exclude=set(), carry_runs=0.5)
+
+    def with_long_runs(ds):  # sums with 3+ pairs in a row summing to 9: ~1% of random ones
+        return sum(_has_carry_chain(prompt, 3) for prompt in ds["prompt"])
+
+    assert with_long_runs(planted) > 5 * with_long_runs(plain)
+    for row in planted.select(range(200)):
+        problem = task.parse(row["prompt"])
+        assert row["completion"] == task.answer(problem) and row["level"] == problem.level

@@ -660,3 +660,39 @@ def test_square_frontier_with_counts():
     counts = {(1, 1): 5, (1, 2): 100, (2, 1): 100, (2, 2): 100}
     assert task.frontier(by_level, 0.99) == 0
     assert task.frontier(by_level, 0.99, counts) == 1
+
+
+def _longest_nine_run(a: str, b: str) -> int:
+    """The longest run of digit pairs summing to 9, over the places both operands have a digit."""
+    best = run = 0
+    for x, y in zip(reversed(a), reversed(b)):
+        run = run + 1 if int(x) + int(y) == 9 else 0
+        best = max(best, run)
+    return best
+
+
+@pytest.mark.parametrize("name", ["forward_addition", "reverse_addition"])
+def test_a_planted_carry_run_keeps_the_problem_well_formed(name):
+    task = get_task(name)
+    assert task.plants_carry_runs
+    rng = random.Random(0)
+    longest = []
+    for _ in range(300):
+        problem = task.sample_base(1, 8, rng)
+        planted = task.with_carry_run(problem, rng)
+        a, b = (str(x) for x in planted.operands)
+        assert (len(a), len(b)) == tuple(len(str(x)) for x in problem.operands)  # leading digits stay non-zero
+        assert planted.level == problem.level
+        assert task.parse(task.prompt(planted)) == planted
+        if min(len(a), len(b)) < 2:
+            assert planted == problem  # no pair below a run to decide its carry
+        else:
+            assert _longest_nine_run(a[:-1], b[:-1]) >= 1  # the run sits above the lowest pair
+            longest.append(_longest_nine_run(a, b))
+    assert max(longest) >= 5  # runs of every length are planted, not only the short ones chance gives
+
+
+def test_only_addition_plants_carry_runs():
+    assert {name for name in TASKS if get_task(name).plants_carry_runs} == {"forward_addition", "reverse_addition"}
+    with pytest.raises(NotImplementedError, match="copy"):
+        get_task("copy").with_carry_run(Problem(3, "123"), random.Random(0))

@@ -16,6 +16,24 @@ class _Addition(Task):
         la, lb = rng.randint(min_level, max_level), rng.randint(min_level, max_level)
         return Problem(max(la, lb), (random_number(la, rng), random_number(lb, rng)))
 
+    def with_carry_run(self, problem, rng):
+        """The problem with a run of 1 to m-1 digit pairs summing to 9 planted above its lowest pair
+        (m = the shorter operand's digits). Whether such a run carries depends on the pair below it, the
+        look-ahead a forward sum needs; random digits hold a run of k such pairs with chance ~10^-k."""
+        a, b = (list(str(x)) for x in problem.operands)
+        shared = min(len(a), len(b))
+        if shared < 2:
+            return problem
+        k = rng.randint(1, shared - 1)
+        start = rng.randint(1, shared - k)
+        for place in range(start, start + k):  # place = 10^place, counted from the last digit
+            i, j = len(a) - 1 - place, len(b) - 1 - place
+            x = rng.randint(0, 9)
+            if (i == 0 and x == 0) or (j == 0 and x == 9):  # keep both leading digits non-zero
+                x = rng.randint(1, 8)
+            a[i], b[j] = str(x), str(9 - x)
+        return Problem(problem.level, (int("".join(a)), int("".join(b))))
+
     @staticmethod
     def _operands(prompt):
         a, b = prompt[:-1].split("+")

@@ -103,6 +103,15 @@ class Task:
     def has_pieces(self) -> bool:
         return type(self).pieces is not Task.pieces
 
+    # -- carry runs in the base data (the recipe's `base_carry_runs`) ------------------------------
+    def with_carry_run(self, problem: Problem, rng: random.Random) -> Problem:
+        """The problem with a long carry chain planted in it (addition only)."""
+        raise NotImplementedError(f"task {self.name!r} has no carries to plant")
+
+    @property
+    def plants_carry_runs(self) -> bool:
+        return type(self).with_carry_run is not Task.with_carry_run
+
     # -- commutativity (the `commute` filter) ---------------------------------------------------
     def swapped(self, prompt: str) -> str | None:
         """The same problem with its operands in the other order, whose result is this one's; None for a
