@@ -92,3 +92,36 @@ def test_a_bad_levels_argument_is_a_usage_error(saved_round, tmp_path, capsys):
         SCRIPT["main"](["--model", str(round_dir / "model"), "--levels", "4y5", "--output_dir", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "argument --levels" in capsys.readouterr().err
+
+
+ERRORS = runpy.run_path(str(REPO_ROOT / "scripts" / "addition_errors.py"))
+
+
+def test_addition_errors_counts_carry_errors_at_a_nine_run():
+    from si_hf.tasks import Problem
+
+    forward, reverse = get_task("forward_addition"), get_task("reverse_addition")
+    problems = [Problem(4, (1234, 4567)), Problem(4, (1234, 4321)), Problem(4, (1295, 4305))]
+    # 5801 is right; 5565 for 5555 is one carry off at the tens, over 4+1; 5500 for 5600 is one carry off at
+    # the hundreds, over 9+0 (a run of one) and 5+5.
+    assert ERRORS["nine_run_below"](1295, 4305, 2) == 1
+    assert ERRORS["nine_run_below"](1234, 4321, 2) == 0
+    row = ERRORS["error_row"](forward, problems, ["5801", "5565", "5500"])
+    assert row == {"problems": 3, "wrong": 2, "off by one carry": 2, "with a 9-run below": 1}
+    rev = ERRORS["error_row"](reverse, problems[2:], ["00560"])  # truth 00650: the hundreds again, last digit first
+    assert rev == {"problems": 1, "wrong": 1, "off by one carry": 1, "with a 9-run below": 1}
+    assert ERRORS["error_row"](forward, problems[:1], ["58011"])["off by one carry"] == 0  # a wrong length
+
+
+def test_addition_errors_reads_a_saved_round(saved_round):
+    task, round_dir = saved_round
+    argv = ["--model", str(round_dir / "model"), "--levels", "2,3", "--eval_size", "8", "--num_threads", "1"]
+    if not task.plants_carry_runs:
+        with pytest.raises(SystemExit, match=f"{task.name} is not an addition task"):
+            ERRORS["main"](argv)
+        return
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        ERRORS["main"](argv)
+    rows = [line.split(" | ") for line in buf.getvalue().splitlines()[2:]]
+    assert [row[0] for row in rows] == ["| 2", "| 3"] and all(row[1] == "8" for row in rows)

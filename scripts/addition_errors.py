@@ -1,0 +1,71 @@
+"""Where a round's addition errors sit: for each level, how many held-out sums are wrong, how many of
+those are wrong first by a single carry (the digit off by one), and how many have a run of digit pairs
+summing to 9 just below that digit, the place where the carry depends on pairs further down.
+
+    python scripts/addition_errors.py --model runs/fa-base12000/seed-0/round-0/model --levels 6,8
+
+Analysis only: it compares the model's answers with the truth on the checkpoint's held-out sets.
+Random digits put such a pair below any given place one time in ten.
+"""
+
+import argparse
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import si_hf  # noqa: F401  (registers the Auto classes)
+from si_hf.data import eval_problems
+from si_hf.labeling import greedy_label
+from si_hf.tasks import get_task
+
+
+def nine_run_below(a: int, b: int, place: int) -> int:
+    """The number of digit pairs summing to 9 right below `place` (counted from the last digit, 0-based)."""
+    run = place - 1
+    while run >= 0 and (a // 10**run) % 10 + (b // 10**run) % 10 == 9:
+        run -= 1
+    return place - 1 - run
+
+
+def error_row(task, problems, completions) -> dict:
+    row = {"problems": len(problems), "wrong": 0, "off by one carry": 0, "with a 9-run below": 0}
+    for problem, completion in zip(problems, completions):
+        truth = task.answer(problem)
+        if completion == truth:
+            continue
+        row["wrong"] += 1
+        if len(completion) != len(truth):
+            continue
+        first = next(i for i, (x, y) in enumerate(zip(completion, truth)) if x != y)
+        if (int(completion[first]) - int(truth[first])) % 10 not in (1, 9):
+            continue
+        row["off by one carry"] += 1
+        place = first if task.name == "reverse_addition" else len(truth) - 1 - first
+        row["with a 9-run below"] += nine_run_below(*problem.operands, place) > 0
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a round's model/ directory")
+    parser.add_argument("--levels", required=True, help="comma-separated digit counts, e.g. 6,8")
+    parser.add_argument("--eval_size", type=int, default=1000)
+    parser.add_argument("--num_threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    task = get_task(model.config.task)
+    if not task.plants_carry_runs:
+        raise SystemExit(f"{task.name} is not an addition task")
+    print("| level | problems | wrong | off by one carry | with a 9-run below |\n|---|---|---|---|---|")
+    for level in (int(x) for x in args.levels.split(",")):
+        problems = eval_problems(task, level, args.eval_size, model.config.eval_seed)
+        prompts = [task.prompt(p) for p in problems]
+        labels = greedy_label(model, tokenizer, prompts, [task.max_answer_len(p) for p in prompts], disable_tqdm=True)
+        row = error_row(task, problems, [label.completion for label in labels])
+        print(f"| {level} | " + " | ".join(str(v) for v in row.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
