@@ -34,7 +34,7 @@ def error_row(task, problems, completions) -> dict:
         if completion == truth:
             continue
         row["wrong"] += 1
-        if len(completion) != len(truth):
+        if len(completion) != len(truth) or not completion.isdigit():
             continue
         first = next(i for i, (x, y) in enumerate(zip(completion, truth)) if x != y)
         if (int(completion[first]) - int(truth[first])) % 10 not in (1, 9):
@@ -45,10 +45,17 @@ def error_row(task, problems, completions) -> dict:
     return row
 
 
+def digit_counts(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of digit counts") from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a round's model/ directory")
-    parser.add_argument("--levels", required=True, help="comma-separated digit counts, e.g. 6,8")
+    parser.add_argument("--levels", required=True, type=digit_counts, help="comma-separated digit counts, e.g. 6,8")
     parser.add_argument("--eval_size", type=int, default=1000)
     parser.add_argument("--num_threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -59,7 +66,7 @@ def main(argv=None):
     if not task.plants_carry_runs:
         raise SystemExit(f"{task.name} is not an addition task")
     print("| level | problems | wrong | off by one carry | with a 9-run below |\n|---|---|---|---|---|")
-    for level in (int(x) for x in args.levels.split(",")):
+    for level in args.levels:
         problems = eval_problems(task, level, args.eval_size, model.config.eval_seed)
         prompts = [task.prompt(p) for p in problems]
         labels = greedy_label(model, tokenizer, prompts, [task.max_answer_len(p) for p in prompts], disable_tqdm=True)

@@ -110,7 +110,11 @@ def test_addition_errors_counts_carry_errors_at_a_nine_run():
     assert row == {"problems": 3, "wrong": 2, "off by one carry": 2, "with a 9-run below": 1}
     rev = ERRORS["error_row"](reverse, problems[2:], ["00560"])  # truth 00650: the hundreds again, last digit first
     assert rev == {"problems": 1, "wrong": 1, "off by one carry": 1, "with a 9-run below": 1}
-    assert ERRORS["error_row"](forward, problems[:1], ["58011"])["off by one carry"] == 0  # a wrong length
+    for malformed in ("58011", "58+1"):  # a wrong length, a character that is not a digit
+        assert ERRORS["error_row"](forward, problems[:1], [malformed]) == {
+            "problems": 1, "wrong": 1, "off by one carry": 0, "with a 9-run below": 0}
+    with pytest.raises(SystemExit):
+        ERRORS["main"](["--model", "unused", "--levels", "6,eight"])
 
 
 def test_addition_errors_reads_a_saved_round(saved_round):
