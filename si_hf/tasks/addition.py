@@ -26,7 +26,7 @@ class _Addition(Task):
             return problem
         k = rng.randint(1, shared - 1)
         start = rng.randint(1, shared - k)
-        for place in range(start, start + k):  # place = 10^place, counted from the last digit
+        for place in range(start, start + k):  # the digit worth 10^place
             i, j = len(a) - 1 - place, len(b) - 1 - place
             x = rng.randint(0, 9)
             if (i == 0 and x == 0) or (j == 0 and x == 9):  # keep both leading digits non-zero
