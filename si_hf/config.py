@@ -184,6 +184,7 @@ class Recipe:
                 if not ok:
                     raise RecipeError(f"{name}={getattr(self, name)!r}: {why}")
         _check_start_and_hub(self)
+        _check_carry_runs(self)
         _check_filters(self)
         _check_law(self)
         return self
@@ -221,16 +222,11 @@ def _model_rows(r: Recipe):
 
 
 def _base_rows(r: Recipe):
-    from .tasks import TASKS, get_task
-
-    planting = ", ".join(sorted(t for t in TASKS if get_task(t).plants_carry_runs))
     return [("base_examples", r.base_examples is None or r.base_examples > 0, "must be positive (or unset)"),
             ("base_min_level", 1 <= r.base_min_level <= r.base_max_level,
              "needs 1 <= base_min_level <= base_max_level"),
             ("base_steps", r.base_steps > 0, "must be positive"),
             ("base_carry_runs", 0 <= r.base_carry_runs <= 1, "must be a share between 0 and 1"),
-            ("base_carry_runs", not r.base_carry_runs or get_task(r.task).plants_carry_runs,
-             f"task {r.task!r} has no carries to plant (tasks: {planting})"),
             ("base_warmup_steps", r.base_warmup_steps >= 0, "must be >= 0"),
             ("base_decay_steps", r.base_decay_steps >= 0, "must be >= 0"),
             ("base_warmup_steps", r.base_warmup_steps + r.base_decay_steps <= r.base_steps,
@@ -319,11 +315,27 @@ def _check_law(r: Recipe):
             raise RecipeError(f"sustainability_law: {err}") from None
 
 
+def _tasks_that(can) -> str:
+    """The registered tasks for which `can(task)` holds, named in an error that refuses another task."""
+    from .tasks import TASKS, get_task
+
+    return ", ".join(sorted(t for t in TASKS if can(get_task(t))))
+
+
+def _check_carry_runs(r: Recipe):
+    from .tasks import get_task
+
+    if r.base_carry_runs and not get_task(r.task).plants_carry_runs:
+        planting = _tasks_that(lambda task: task.plants_carry_runs)
+        raise RecipeError(f"base_carry_runs={r.base_carry_runs!r}: task {r.task!r} has no carries to plant "
+                          f"(tasks: {planting})")
+
+
 def _check_filters(r: Recipe):
     """Every filter spec parses, `pieces` only where the task has pieces, and a vote exactly when there
     are several lineages to vote."""
     from .filters import VOTE_FILTER, parse_filter_spec
-    from .tasks import TASKS, get_task
+    from .tasks import get_task
 
     names = []
     for spec in r.filters:
@@ -332,14 +344,14 @@ def _check_filters(r: Recipe):
         except ValueError as err:
             raise RecipeError(f"filters: {err}") from None
         if names[-1] == "pieces" and not get_task(r.task).has_pieces:
-            with_pieces = ", ".join(sorted(t for t in TASKS if get_task(t).has_pieces))
+            with_pieces = _tasks_that(lambda task: task.has_pieces)
             raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no pieces to check a label against "
                               f"(tasks with pieces: {with_pieces})")
         if names[-1] == "commute" and not get_task(r.task).commutes:
-            commuting = ", ".join(sorted(t for t in TASKS if get_task(t).commutes))
+            commuting = _tasks_that(lambda task: task.commutes)
             raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no operands to swap (tasks: {commuting})")
         if names[-1] == "path" and not hasattr(get_task(r.task), "follows_edges"):
-            mazes = ", ".join(sorted(t for t in TASKS if hasattr(get_task(t), "follows_edges")))
+            mazes = _tasks_that(lambda task: hasattr(task, "follows_edges"))
             raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no edges to follow (tasks: {mazes})")
     votes = names.count(VOTE_FILTER)
     if votes > 1:

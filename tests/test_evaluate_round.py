@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from si_hf.tasks import TASKS, get_task
+from si_hf.tasks import TASKS, Problem, get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate_round.py"))
@@ -98,8 +98,6 @@ ERRORS = runpy.run_path(str(REPO_ROOT / "scripts" / "addition_errors.py"))
 
 
 def test_addition_errors_counts_carry_errors_at_a_nine_run():
-    from si_hf.tasks import Problem
-
     forward, reverse = get_task("forward_addition"), get_task("reverse_addition")
     problems = [Problem(4, (1234, 4567)), Problem(4, (1234, 4321)), Problem(4, (1295, 4305))]
     # 5801 is right; 5565 for 5555 is one carry off at the tens, over 4+1; 5500 for 5600 is one carry off at
