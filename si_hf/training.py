@@ -84,6 +84,7 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
     else:
         steps, warmup, decay = recipe.round_steps, recipe.round_warmup_steps, recipe.round_decay_steps
         lr = recipe.round_learning_rate or recipe.learning_rate
+    bf16 = use_bf16(recipe)
     args = TrainingArguments(
         output_dir=scratch_dir,
         max_steps=steps,
@@ -95,7 +96,9 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         warmup_steps=warmup,
         lr_scheduler_kwargs={"num_decay_steps": decay, "min_lr_ratio": recipe.min_lr_ratio, "decay_type": "cosine"},
         optim="adamw_torch",
-        bf16=use_bf16(recipe),
+        bf16=bf16,
+        # The Trainer runs bf16 autocast on the CPU only when told to stay there.
+        use_cpu=bf16 and not torch.cuda.is_available(),
         save_strategy="no",
         report_to=[name for name in reporters(recipe.report_to) if name not in TRACKED] or "none",
         run_name=f"{recipe.task}-round-{round_idx}",

@@ -1,6 +1,9 @@
 """Recipes: YAML plus command-line overrides, and the errors that name the field at fault."""
 
+import math
+
 import pytest
+import torch
 import yaml
 
 from si_hf.config import (
@@ -248,3 +251,23 @@ def test_the_trainer_gets_the_marked_fields_as_the_recipe_has_them(tmp_path):
                                    "logging_steps", "disable_tqdm"}
     assert {name: getattr(args, name) for name in TRAINER_FIELDS} == trainer_arguments(recipe)
     assert (args.weight_decay, args.adam_beta2, args.max_grad_norm, args.logging_steps) == (0.3, 0.9, 0.5, 7)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path of bf16")
+def test_bf16_asked_for_on_the_cpu_trains_under_autocast(tmp_path):
+    from datasets import Dataset
+
+    from si_hf.tokenization import task_tokenizer
+    from si_hf.training import build_model, make_trainer
+
+    recipe = parse_recipe(["--num_hidden_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2",
+                           "--intermediate_size", "64", "--bf16", "true", "--round_steps", "2",
+                           "--round_warmup_steps", "0", "--round_decay_steps", "1", "--batch_size", "2",
+                           "--disable_tqdm", "true"])
+    tokenizer = task_tokenizer(get_task("copy"))
+    data = Dataset.from_dict({"input_ids": [[1, 5, 6, 2], [1, 7, 2]], "prompt_len": [2, 1]})
+    trainer = make_trainer(build_model(recipe, tokenizer), tokenizer, data, recipe, 1, str(tmp_path))
+    assert trainer.args.bf16 and trainer.args.use_cpu
+    result = trainer.train()
+    assert result.global_step == 2 and math.isfinite(result.training_loss)
+    assert next(trainer.model.parameters()).dtype == torch.float32  # autocast, weights stay float32
