@@ -127,3 +127,39 @@ def test_addition_errors_reads_a_saved_round(saved_round):
         ERRORS["main"](argv)
     rows = [line.split(" | ") for line in buf.getvalue().splitlines()[2:]]
     assert [row[0] for row in rows] == ["| 2", "| 3"] and all(row[1] == "8" for row in rows)
+
+
+SHAPES = runpy.run_path(str(REPO_ROOT / "scripts" / "multiplication_shapes.py"))
+
+
+def test_multiplication_shapes_sorts_answers_by_the_pair_whose_template_they_fit():
+    task = get_task("multiplication")
+    problem = Problem((2, 2), (12, 34))
+    assert task.answer(problem) == "840+0630=8040"  # 12*4 and 12*30, reversed and padded; 408 reversed
+    answers = ["840+0630=8040", "841+0630=8041", "84+063=804", "840=840", "84=84", "840+063=8040"]
+    assert [SHAPES["shape_of"](a, 2, 2) for a in answers] == [
+        "own shape", "own shape", "a one digit shorter", "b one digit shorter", "both one digit shorter", "other"]
+    assert SHAPES["shape_of"]("84=84", 2, 1) == "a one digit shorter"  # (1, 0) is no pair: never "both"
+    assert SHAPES["shape_row"](task, [problem] * len(answers), answers) == {
+        "problems": 6, "right": 1, "own shape": 2, "a one digit shorter": 1, "b one digit shorter": 1,
+        "both one digit shorter": 1, "other": 1}
+    for malformed in ("4x", "4x1,0x2", "4x1x2", ""):
+        with pytest.raises(SystemExit):
+            SHAPES["main"](["--model", "unused", "--pairs", malformed])
+
+
+def test_multiplication_shapes_reads_a_saved_round(saved_round):
+    task, round_dir = saved_round
+    argv = ["--model", str(round_dir / "model"), "--pairs", "2x1,1x3", "--eval_size", "8", "--num_threads", "1"]
+    if task.name != "multiplication":
+        with pytest.raises(SystemExit, match=f"{task.name} is not multiplication"):
+            SHAPES["main"](argv)
+        return
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        SHAPES["main"](argv)
+    rows = [line.split(" | ") for line in buf.getvalue().splitlines()[2:]]
+    assert [row[0] for row in rows] == ["| 2x1", "| 1x3"]
+    for row in rows:  # every answer counted once, under exactly one shape
+        counts = [int(x.strip(" |")) for x in row[1:]]
+        assert counts[0] == 8 and sum(counts[2:]) == 8 and counts[1] <= counts[2]
