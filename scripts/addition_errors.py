@@ -10,13 +10,8 @@ Random digits put such a pair below any given place one time in ten.
 
 import argparse
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 import si_hf  # noqa: F401  (registers the Auto classes)
-from si_hf.data import eval_problems
-from si_hf.labeling import greedy_label
-from si_hf.tasks import get_task
+from si_hf.evaluation import held_out_answers, load_for_analysis
 
 
 def nine_run_below(a: int, b: int, place: int) -> int:
@@ -59,18 +54,13 @@ def main(argv=None):
     parser.add_argument("--eval_size", type=int, default=1000)
     parser.add_argument("--num_threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.num_threads)
-    model = AutoModelForCausalLM.from_pretrained(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    task = get_task(model.config.task)
+    model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
     if not task.plants_carry_runs:
         raise SystemExit(f"{task.name} is not an addition task")
     print("| level | problems | wrong | off by one carry | with a 9-run below |\n|---|---|---|---|---|")
     for level in args.levels:
-        problems = eval_problems(task, level, args.eval_size, model.config.eval_seed)
-        prompts = [task.prompt(p) for p in problems]
-        labels = greedy_label(model, tokenizer, prompts, [task.max_answer_len(p) for p in prompts], disable_tqdm=True)
-        row = error_row(task, problems, [label.completion for label in labels])
+        problems, answers = held_out_answers(model, tokenizer, task, level, args.eval_size)
+        row = error_row(task, problems, answers)
         print(f"| {level} | " + " | ".join(str(v) for v in row.values()) + " |")
 
 

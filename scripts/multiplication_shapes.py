@@ -10,13 +10,8 @@ answer template of a pair (`cot_template`): digits where digits go, `+ ( ) =` wh
 
 import argparse
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 import si_hf  # noqa: F401  (registers the Auto classes)
-from si_hf.data import eval_problems
-from si_hf.labeling import greedy_label
-from si_hf.tasks import get_task
+from si_hf.evaluation import held_out_answers, load_for_analysis
 from si_hf.tasks.multiplication import cot_template
 
 COLUMNS = ("problems", "right", "own shape", "a one digit shorter", "b one digit shorter", "both one digit shorter",
@@ -60,18 +55,13 @@ def main(argv=None):
     parser.add_argument("--eval_size", type=int, default=200)
     parser.add_argument("--num_threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.num_threads)
-    model = AutoModelForCausalLM.from_pretrained(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    task = get_task(model.config.task)
+    model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
     if task.name != "multiplication":
         raise SystemExit(f"{task.name} is not multiplication")
     print("| pair | " + " | ".join(COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1))
     for la, lb in args.pairs:
-        problems = eval_problems(task, (la, lb), args.eval_size, model.config.eval_seed)
-        prompts = [task.prompt(p) for p in problems]
-        labels = greedy_label(model, tokenizer, prompts, [task.max_answer_len(p) for p in prompts], disable_tqdm=True)
-        row = shape_row(task, problems, [label.completion for label in labels])
+        problems, answers = held_out_answers(model, tokenizer, task, (la, lb), args.eval_size)
+        row = shape_row(task, problems, answers)
         print(f"| {la}x{lb} | " + " | ".join(str(v) for v in row.values()) + " |")
 
 

@@ -3,11 +3,15 @@
 import os
 
 import evaluate
+import torch
 from accelerate import PartialState
+from transformers import AutoTokenizer
 
+from .data import eval_problems
 from .distributed import map_split
 from .labeling import greedy_label
-from .tasks import Task
+from .pretrained import load_round_model
+from .tasks import Task, get_task
 from .tasks.base import frontier  # noqa: F401  (the default frontier, for scripts)
 
 METRIC_PATH = os.path.join(os.path.dirname(__file__), "metrics", "level_exact_match")
@@ -44,3 +48,19 @@ def evaluate_levels(model, tokenizer, task: Task, eval_sets: dict, batch_size=10
     result["by_level"] = {levels[i]: acc for i, acc in result["by_level"].items()}
     result["count_by_level"] = {levels[i]: n for i, n in result["count_by_level"].items()}
     return result
+
+
+def load_for_analysis(path, num_threads: int):
+    """A round's model, its tokenizer and its task (from the checkpoint's config), on `num_threads` threads."""
+    torch.set_num_threads(num_threads)
+    model = load_round_model(path)
+    return model, AutoTokenizer.from_pretrained(path), get_task(model.config.task)
+
+
+def held_out_answers(model, tokenizer, task: Task, level, size: int) -> tuple[list, list[str]]:
+    """A checkpoint's held-out problems at `level` (its recorded eval seed) and its greedy answers to them,
+    for the analysis scripts."""
+    problems = eval_problems(task, level, size, model.config.eval_seed)
+    prompts = [task.prompt(p) for p in problems]
+    labels = greedy_label(model, tokenizer, prompts, [task.max_answer_len(q) for q in prompts], disable_tqdm=True)
+    return problems, [label.completion for label in labels]
