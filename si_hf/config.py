@@ -65,6 +65,9 @@ class Recipe:
     base_carry_runs: float = field(default=0.0, metadata={"help": (
         "Share of base problems (addition) given a planted run of digit pairs summing to 9, a long carry "
         "chain; random digits hold a run of k pairs with chance ~10^-k.")})
+    base_equal_lengths: float = field(default=0.0, metadata={"help": (
+        "Share of base problems whose operands have one length, drawn as the held-out sets and the rounds "
+        "draw them (addition, multiplication); the rest draw each operand's length independently.")})
 
     # Each later round
     num_rounds: int = field(default=10, metadata={"help": "Self-improvement rounds after round 0.", RESUMABLE: True})
@@ -184,7 +187,7 @@ class Recipe:
                 if not ok:
                     raise RecipeError(f"{name}={getattr(self, name)!r}: {why}")
         _check_start_and_hub(self)
-        _check_carry_runs(self)
+        _check_base_draws(self)
         _check_filters(self)
         _check_law(self)
         return self
@@ -227,6 +230,7 @@ def _base_rows(r: Recipe):
              "needs 1 <= base_min_level <= base_max_level"),
             ("base_steps", r.base_steps > 0, "must be positive"),
             ("base_carry_runs", 0 <= r.base_carry_runs <= 1, "must be a share between 0 and 1"),
+            ("base_equal_lengths", 0 <= r.base_equal_lengths <= 1, "must be a share between 0 and 1"),
             ("base_warmup_steps", r.base_warmup_steps >= 0, "must be >= 0"),
             ("base_decay_steps", r.base_decay_steps >= 0, "must be >= 0"),
             ("base_warmup_steps", r.base_warmup_steps + r.base_decay_steps <= r.base_steps,
@@ -322,13 +326,19 @@ def _tasks_that(can) -> str:
     return ", ".join(sorted(t for t in TASKS if can(get_task(t))))
 
 
-def _check_carry_runs(r: Recipe):
+def _check_base_draws(r: Recipe):
+    """The base-data shares only for tasks whose base draws they change."""
     from .tasks import get_task
 
-    if r.base_carry_runs and not get_task(r.task).plants_carry_runs:
-        planting = _tasks_that(lambda task: task.plants_carry_runs)
+    task = get_task(r.task)
+    if r.base_carry_runs and not task.plants_carry_runs:
+        planting = _tasks_that(lambda t: t.plants_carry_runs)
         raise RecipeError(f"base_carry_runs={r.base_carry_runs!r}: task {r.task!r} has no carries to plant "
                           f"(tasks: {planting})")
+    if r.base_equal_lengths and not task.draws_lengths_apart:
+        apart = _tasks_that(lambda t: t.draws_lengths_apart)
+        raise RecipeError(f"base_equal_lengths={r.base_equal_lengths!r}: task {r.task!r} draws its base problems "
+                          f"as its held-out sets already (tasks with operand lengths drawn apart: {apart})")
 
 
 def _check_filters(r: Recipe):

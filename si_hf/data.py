@@ -82,13 +82,17 @@ def truth_dataset(task: Task, problems: list[Problem], round_idx: int) -> Datase
 
 
 def base_dataset(task: Task, min_level: int, max_level: int, n: int, seed: int, exclude: set[str],
-                 carry_runs: float = 0.0) -> Dataset:
-    """n ground-truth problems of the base range; a `carry_runs` share of them with a planted carry chain
-    (`Task.with_carry_run`). With 0 the draws are those of a recipe without the field."""
+                 carry_runs: float = 0.0, equal_lengths: float = 0.0) -> Dataset:
+    """n ground-truth problems of the base range; an `equal_lengths` share of them drawn as the held-out
+    sets are (`Task.sample` of a uniform level), a `carry_runs` share with a planted carry chain
+    (`Task.with_carry_run`). With both 0 the draws are those of a recipe without the fields."""
     rng = seeded_rng(seed, "base", task.name)
 
     def draw():
-        problem = task.sample_base(min_level, max_level, rng)
+        if equal_lengths and rng.random() < equal_lengths:
+            problem = Task.sample_base(task, min_level, max_level, rng)
+        else:
+            problem = task.sample_base(min_level, max_level, rng)
         if carry_runs and rng.random() < carry_runs:
             problem = task.with_carry_run(problem, rng)
         return problem

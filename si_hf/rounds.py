@@ -251,7 +251,7 @@ class SelfImprovement:
         r = self.recipe
         n = r.base_examples or r.base_steps * r.batch_size
         return base_dataset(self.task, r.base_min_level, r.base_max_level, n, r.seed, self.held_out,
-                            carry_runs=r.base_carry_runs)
+                            carry_runs=r.base_carry_runs, equal_lengths=r.base_equal_lengths)
 
     def self_labeled_data(self, k: int, levels: list | None = None) -> tuple[Dataset, LabelStats]:
         """Round k's kept labels at `levels` (default: the task's round_levels for k). Every lineage labels

@@ -127,6 +127,8 @@ def test_unknown_command_line_argument():
     (["--min_lr_ratio", "2"], "min_lr_ratio"),
     (["--task", "forward_addition", "--base_carry_runs", "1.5"], "base_carry_runs"),
     (["--task", "copy", "--base_carry_runs", "0.5"], "base_carry_runs"),
+    (["--task", "forward_addition", "--base_equal_lengths", "-0.1"], "base_equal_lengths"),
+    (["--task", "reverse", "--base_equal_lengths", "0.5"], "base_equal_lengths"),
 ])
 def test_invalid_values_name_the_field(argv, field):
     with pytest.raises(RecipeError, match=field):

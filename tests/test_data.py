@@ -2,6 +2,7 @@
 fast paths equal the plain ones (vectorized tokenization and mixture, length-split batches)."""
 
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -404,3 +405,19 @@ def test_base_carry_runs_plant_chains_in_a_share_and_leave_the_default_draws_alo
     for row in planted.select(range(200)):
         problem = task.parse(row["prompt"])
         assert row["completion"] == task.answer(problem) and row["level"] == problem.level
+
+
+@pytest.mark.parametrize("task_name", ["forward_addition", "multiplication"])
+def test_base_equal_lengths_draws_a_share_as_the_held_out_sets_do(task_name):
+    task = get_task(task_name)
+    plain = base_dataset(task, 1, 6, 3000, seed=0, exclude=set())
+    assert plain["prompt"] == base_dataset(task, 1, 6, 3000, seed=0, exclude=set(), equal_lengths=0.0)["prompt"]
+
+    def equal_share(ds):
+        lengths = [[len(x) for x in re.split(r"[+*]", prompt[:-1])] for prompt in ds["prompt"]]
+        return sum(la == lb for la, lb in lengths) / len(lengths)
+
+    # Lengths drawn apart from 1-6 agree one time in six; with half drawn equal, 1/2 + 1/2 * 1/6 = 7/12.
+    assert abs(equal_share(plain) - 1 / 6) < 0.03
+    assert abs(equal_share(base_dataset(task, 1, 6, 3000, seed=0, exclude=set(), equal_lengths=0.5)) - 7 / 12) < 0.03
+    assert equal_share(base_dataset(task, 1, 6, 500, seed=0, exclude=set(), equal_lengths=1.0)) == 1.0

@@ -112,6 +112,11 @@ class Task:
     def plants_carry_runs(self) -> bool:
         return type(self).with_carry_run is not Task.with_carry_run
 
+    @property
+    def draws_lengths_apart(self) -> bool:
+        """Whether the base draws differ from the held-out sets' (each operand's length drawn on its own)."""
+        return type(self).sample_base is not Task.sample_base
+
     # -- commutativity (the `commute` filter) ---------------------------------------------------
     def swapped(self, prompt: str) -> str | None:
         """The same problem with its operands in the other order, whose result is this one's; None for a
