@@ -90,7 +90,7 @@ def base_dataset(task: Task, min_level: int, max_level: int, n: int, seed: int, 
 
     def draw():
         if equal_lengths and rng.random() < equal_lengths:
-            problem = Task.sample_base(task, min_level, max_level, rng)
+            problem = task.sample(rng.randint(min_level, max_level), rng)
         else:
             problem = task.sample_base(min_level, max_level, rng)
         if carry_runs and rng.random() < carry_runs:
