@@ -97,6 +97,14 @@ def test_a_bad_levels_argument_is_a_usage_error(saved_round, tmp_path, capsys):
 ERRORS = runpy.run_path(str(REPO_ROOT / "scripts" / "addition_errors.py"))
 
 
+def _printed_rows(main, argv) -> list[list[str]]:
+    """The body rows of the Markdown table an analysis script prints, split into cells."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main(argv)
+    return [line.split(" | ") for line in buf.getvalue().splitlines()[2:]]
+
+
 def test_addition_errors_counts_carry_errors_at_a_nine_run():
     forward, reverse = get_task("forward_addition"), get_task("reverse_addition")
     problems = [Problem(4, (1234, 4567)), Problem(4, (1234, 4321)), Problem(4, (1295, 4305))]
@@ -122,10 +130,7 @@ def test_addition_errors_reads_a_saved_round(saved_round):
         with pytest.raises(SystemExit, match=f"{task.name} is not an addition task"):
             ERRORS["main"](argv)
         return
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        ERRORS["main"](argv)
-    rows = [line.split(" | ") for line in buf.getvalue().splitlines()[2:]]
+    rows = _printed_rows(ERRORS["main"], argv)
     assert [row[0] for row in rows] == ["| 2", "| 3"] and all(row[1] == "8" for row in rows)
 
 
@@ -155,10 +160,7 @@ def test_multiplication_shapes_reads_a_saved_round(saved_round):
         with pytest.raises(SystemExit, match=f"{task.name} is not multiplication"):
             SHAPES["main"](argv)
         return
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        SHAPES["main"](argv)
-    rows = [line.split(" | ") for line in buf.getvalue().splitlines()[2:]]
+    rows = _printed_rows(SHAPES["main"], argv)
     assert [row[0] for row in rows] == ["| 2x1", "| 1x3"]
     for row in rows:  # every answer counted once, under exactly one shape
         counts = [int(x.strip(" |")) for x in row[1:]]
