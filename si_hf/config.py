@@ -353,7 +353,7 @@ def _check_filters(r: Recipe):
             names.append(parse_filter_spec(spec)[0])
         except ValueError as err:
             raise RecipeError(f"filters: {err}") from None
-        if names[-1] == "pieces" and not get_task(r.task).has_pieces:
+        if names[-1] in ("pieces", "compose") and not get_task(r.task).has_pieces:
             with_pieces = _tasks_that(lambda task: task.has_pieces)
             raise RecipeError(f"filters: {spec!r}: task {r.task!r} has no pieces to check a label against "
                               f"(tasks with pieces: {with_pieces})")

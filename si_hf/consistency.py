@@ -1,6 +1,7 @@
 """Consistency under the task's structure: a long prompt's label against the same model's answers to
-shorter pieces of it (`Task.pieces`, `Task.compose`), for the `pieces` filter, and against its answer
-to the same problem with the operands swapped (`Task.swapped`), for the `commute` filter.
+shorter pieces of it (`Task.pieces`, `Task.compose`), for the `pieces` filter and the `compose` step
+(which takes that answer as the label), and against its answer to the same problem with the operands
+swapped (`Task.swapped`), for the `commute` filter.
 
 The pieces lie at levels the model is reliable on (at most `max_piece`), so a label that disagrees
 with what they put together is most likely wrong. Only the prompts and the model's own outputs are
@@ -17,19 +18,32 @@ def compose_labels(model, tokenizer, task: Task, labels: list[Label], max_piece:
                    backend: str = "fast", disable_tqdm: bool = True) -> list[Label]:
     """The labels with `composed` filled in, in the same order: the model labels every distinct piece
     once (greedy, like the labels themselves), then the task composes each label's pieces."""
-    cut = [task.pieces(lab.prompt, max_piece) if lab.finished else None for lab in labels]
-    distinct = list(dict.fromkeys(q for pieces in cut if pieces for q in pieces))
+    composed = _compositions(model, tokenizer, task, [lab.prompt for lab in labels], max_piece,
+                             dict(batch_size=batch_size, backend=backend, disable_tqdm=disable_tqdm))
+    return [dataclasses.replace(lab, composed=composed[lab.prompt]) for lab in labels]
+
+
+def _compositions(model, tokenizer, task: Task, prompts: list[str], max_piece: int, decoding: dict,
+                  depth: int = 2) -> dict[str, str]:
+    """prompt -> the answer its pieces' answers imply ("" when it has no cut or they imply none).
+
+    A piece with a cut of its own (a product one digit past the square on the other side, as the swapped
+    problem of multiplication's b side is) answers with its composition, `depth` levels down; it is left
+    without an answer when that fails, so the prompt is too. Other pieces answer with the model."""
+    cut = {q: task.pieces(q, max_piece) for q in dict.fromkeys(prompts)}
+    distinct = list(dict.fromkeys(p for pieces in cut.values() if pieces for p in pieces))
     answered = greedy_label(model, tokenizer, distinct, [task.max_answer_len(q) for q in distinct],
-                            batch_size=batch_size, backend=backend, desc="labeling pieces", disable_tqdm=disable_tqdm)
-    answers = {lab.prompt: lab for lab in answered}
-    composed = []
-    for lab, pieces in zip(labels, cut):
+                            desc="labeling pieces", **decoding)
+    answers = {lab.prompt: lab.completion if lab.finished else None for lab in answered}
+    nested = [q for q in distinct if depth > 1 and task.pieces(q, max_piece) not in (None, [q])]
+    if nested:
+        inner = _compositions(model, tokenizer, task, nested, max_piece, decoding, depth - 1)
+        answers.update({q: inner[q] or None for q in nested})
+    composed = {}
+    for prompt, pieces in cut.items():
         parts = [answers[q] for q in pieces or ()]
-        if not pieces or not all(part.finished for part in parts):
-            composed.append("")
-            continue
-        composed.append(task.compose(lab.prompt, pieces, [part.completion for part in parts]) or "")
-    return [dataclasses.replace(lab, composed=c) for lab, c in zip(labels, composed)]
+        composed[prompt] = "" if not pieces or None in parts else task.compose(prompt, pieces, parts) or ""
+    return composed
 
 
 def swap_labels(model, tokenizer, task: Task, labels: list[Label], batch_size: int = 1024, backend: str = "fast",

@@ -58,11 +58,37 @@ def pieces_filter(task: Task, labels: list[Label], max_piece: int | None = None)
     by the task's structure (copy and reverse of s1 s2 ..., a sum cut into low and high parts with the
     model's own carry): pieces of at most `max_piece` (default: the recipe's base_max_level) lie
     where the model is reliable, so a wrong long answer rarely matches them. Never reads the truth."""
-    if max_piece is not None and (isinstance(max_piece, bool) or not isinstance(max_piece, int) or max_piece < 1):
-        raise ValueError(f"pieces: max_piece must be a positive integer, got {max_piece!r}")
-    if any(lab.composed is None for lab in labels):
-        raise ValueError("pieces: labels carry no composed answer; fill it with si_hf.consistency.compose_labels")
+    _check_composed("pieces", labels, max_piece)
     return [lab.finished and lab.composed != "" and lab.completion == lab.composed for lab in labels]
+
+
+def _check_composed(name: str, labels: list[Label], max_piece) -> None:
+    if max_piece is not None and (isinstance(max_piece, bool) or not isinstance(max_piece, int) or max_piece < 1):
+        raise ValueError(f"{name}: max_piece must be a positive integer, got {max_piece!r}")
+    if any(lab.composed is None for lab in labels):
+        raise ValueError(f"{name}: labels carry no composed answer; fill it with si_hf.consistency.compose_labels")
+
+
+def composed_labels(task: Task, labels: list[Label], keep: list[bool], max_piece: int
+                    ) -> tuple[list[Label], list[bool], dict]:
+    """Compositional labels (the `compose` step): a prompt the task cuts into pieces of at most
+    `max_piece` takes as its label the answer the same model's answers to the pieces imply
+    (`Label.composed`), and is dropped when they imply none; any other prompt keeps the model's own
+    label. For multiplication this labels the pairs one digit past the square from products inside it.
+    Returns the labels, the keep-mask (starting from `keep`) and the counts {"filter", "in", "out",
+    "composed"}. Reads the prompts and the model's outputs, never the truth."""
+    _check_composed(COMPOSE_STEP, labels, max_piece)
+    out, mask, composed = [], [], 0
+    for lab, kept in zip(labels, keep):
+        if task.pieces(lab.prompt, max_piece) in (None, [lab.prompt]):
+            out.append(lab)
+            mask.append(kept)
+            continue
+        out.append(Label(lab.prompt, lab.composed, lab.composed != "", composed=lab.composed, swapped=lab.swapped))
+        mask.append(kept and lab.composed != "")
+        composed += kept and lab.composed != ""
+    stats = {"filter": COMPOSE_STEP, "in": sum(keep), "out": sum(mask), "composed": composed}
+    return out, mask, stats
 
 
 def path_filter(task: Task, labels: list[Label]) -> list[bool]:
@@ -86,10 +112,13 @@ def commute_filter(task: Task, labels: list[Label]) -> list[bool]:
 FILTERS = {"length": length_filter, "length_relative": length_relative_filter, "confidence": confidence_filter,
            "pieces": pieces_filter, "path": path_filter, "commute": commute_filter}
 
-# Filters over the labels of several models (the loop runs them, not `apply_filters`): name -> options.
+# Steps that decide the label itself, not only whether to keep it (the loop runs them in `select_labels`,
+# not `apply_filters`): name -> options. The vote reads the labels of several models.
 VOTE_FILTER = "majority_vote"
 DEFAULT_TAU = 0.7  # the paper: ceil(0.7 * 5) = 4 of 5 models
+COMPOSE_STEP = "compose"
 MULTI_MODEL_FILTERS = {VOTE_FILTER: ("tau",)}
+LABEL_STEPS = {**MULTI_MODEL_FILTERS, COMPOSE_STEP: ("max_piece",)}
 
 
 def parse_filter_spec(spec) -> tuple[str, dict]:
@@ -110,18 +139,23 @@ def parse_filter_spec(spec) -> tuple[str, dict]:
                 raise ValueError(f"filter {spec!r}: cannot read the value of {key.strip()!r}") from None
     else:
         raise ValueError(f"a filter is a name like 'length' or 'length_relative:threshold=2', got {spec!r}")
-    if name in MULTI_MODEL_FILTERS:
-        unknown = sorted(set(options) - set(MULTI_MODEL_FILTERS[name]))
+    if name in LABEL_STEPS:
+        unknown = sorted(set(options) - set(LABEL_STEPS[name]))
         if unknown:
             raise ValueError(f"filter {spec!r}: unknown option(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(MULTI_MODEL_FILTERS[name])}")
+                             f"known: {', '.join(LABEL_STEPS[name])}")
+        if name == COMPOSE_STEP:
+            try:
+                _check_composed(COMPOSE_STEP, [], options.get("max_piece"))
+            except ValueError as err:
+                raise ValueError(f"filter {spec!r}: {err}") from None
         if "tau" in options:
             tau = options["tau"]
             if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau <= 1.0:
                 raise ValueError(f"filter {spec!r}: tau must be a number in (0, 1], got {tau!r}")
         return name, options
     if name not in FILTERS:
-        known = [*FILTERS, *MULTI_MODEL_FILTERS]
+        known = [*FILTERS, *LABEL_STEPS]
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown filter {name!r}{hint}; known: {', '.join(known)}")
@@ -159,6 +193,9 @@ def apply_filters(task: Task, labels: list[Label], names: list, keep: list[bool]
         if name in MULTI_MODEL_FILTERS:
             raise ValueError(f"filter {spec!r} needs the labels of several models: use `select_labels` "
                              "(or `vote_labels`), not apply_filters")
+        if name in LABEL_STEPS:
+            raise ValueError(f"{spec!r} changes the labels, not only which are kept: use `select_labels` "
+                             "(or `composed_labels`), not apply_filters")
     keep = [True] * len(labels) if keep is None else [bool(k) for k in keep]
     if len(keep) != len(labels):
         raise ValueError(f"keep has {len(keep)} entries for {len(labels)} labels")
@@ -225,14 +262,16 @@ def vote_labels(label_sets: list[list[Label]], tau: float = 0.7) -> tuple[list[L
     return labels, keep, stats
 
 
-def select_labels(task: Task, label_sets: list[list[Label]], specs: list, score=None
+def select_labels(task: Task, label_sets: list[list[Label]], specs: list, score=None, max_piece: int | None = None
                   ) -> tuple[list[Label], list[bool], list[dict], list[list[bool]]]:
     """The recipe's filters over the labels of one or more models (label_sets[m][i]: model m, prompt i).
 
     With a `majority_vote[:tau=...]` spec the vote runs first, wherever it is listed (it decides the
     label: the completion that got the votes); without one there must be exactly one model. Then
     `score(labels) -> labels` (e.g. filling `confidence` with the first model) when given, then the
-    other specs one by one, in order. Returns the labels, the final keep-mask, one stats entry per step
+    other specs one by one, in order (`compose` takes its pieces up to `max_piece` where its spec names
+    no size; labels it drops stay dropped, so list it before the filters that should see its labels).
+    Returns the labels, the final keep-mask, one stats entry per step
     ({"filter", "in", "out", ...}, the vote first) and the keep-mask after each step, parallel to the
     stats (for analysis columns computed by the caller). Never sees a true answer."""
     parsed = [(spec, *parse_filter_spec(spec)) for spec in specs]
@@ -251,11 +290,18 @@ def select_labels(task: Task, label_sets: list[list[Label]], specs: list, score=
         labels, keep = list(label_sets[0]), None
     if score is not None:
         labels = score(labels)
-    for spec, name, _ in parsed:
+    for spec, name, options in parsed:
         if name == VOTE_FILTER:
             continue
-        keep, step = apply_filters(task, labels, [spec], keep=keep)
-        stats += step
+        if name == COMPOSE_STEP:
+            size = options.get("max_piece") or max_piece
+            if size is None:
+                raise ValueError(f"{spec!r}: no max_piece (name one in the spec, or pass select_labels one)")
+            labels, keep, step = composed_labels(task, labels, keep or [True] * len(labels), size)
+            stats.append({**step, "filter": spec if isinstance(spec, str) else COMPOSE_STEP})
+        else:
+            keep, (step,) = apply_filters(task, labels, [spec], keep=keep)
+            stats.append(step)
         masks.append(list(keep))
     if keep is None:
         keep = [True] * len(labels)

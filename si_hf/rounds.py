@@ -270,7 +270,8 @@ class SelfImprovement:
         kill_point("label", k)  # a test hook (si_hf.killpoints); nothing unless a test sets it
         with self.timed("filter"):
             labels, keep, filter_stats, masks = select_labels(task, label_sets, r.filters,
-                                                              score=lambda labels: self.score(labels, groups))
+                                                              score=lambda labels: self.score(labels, groups),
+                                                              max_piece=r.base_max_level)
         rows = [i for i, kept in enumerate(keep) if kept]
         completions, corruption = self.corrupted([labels[i].completion for i in rows], k)
         answers = [task.answer(p) for p in problems]
@@ -334,8 +335,9 @@ class SelfImprovement:
         if "confidence" in options:
             labels = map_split(lambda share: score_labels(model, self.tokenizer, share, r.label_batch_size),
                                labels, groups)
-        if "pieces" in options:
-            max_piece = options["pieces"].get("max_piece") or r.base_max_level
+        sizes = [options[name].get("max_piece") for name in ("compose", "pieces") if name in options]
+        if sizes:  # `compose` and `pieces` read the same compositions (the first size named), computed once
+            max_piece = next(filter(None, sizes), None) or r.base_max_level
             labels = map_split(lambda share: compose_labels(model, self.tokenizer, self.task, share, max_piece,
                                                             r.label_batch_size, r.labeler), labels, groups)
         if "commute" in options:

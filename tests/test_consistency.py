@@ -111,7 +111,9 @@ def test_compose_labels_asks_the_model_about_the_pieces(scripted_model, tokenize
     task = get_task("copy")
     labels = [Label("1212=", "1212", True), Label("1213=", "1213", True), Label("1234=", "12", False)]
     scored = compose_labels(model, tokenizer, task, labels, max_piece=2)
-    assert [lab.composed for lab in scored] == ["1212", "1212", ""]  # an unfinished label is not composed
+    # Composed whether or not the model finished its own label (the `compose` step labels from it alone);
+    # the pieces filter still drops an unfinished label.
+    assert [lab.composed for lab in scored] == ["1212", "1212", "1212"]
     assert pieces_filter(task, scored) == [True, False, False]
 
 
@@ -119,7 +121,9 @@ def test_pieces_refused_for_a_task_without_pieces():
     recipe = parse_recipe(["--task", "reverse_addition", "--filters", "length", "pieces"])
     assert recipe.filters == ["length", "pieces"]
     with pytest.raises(RecipeError, match="no pieces"):
-        parse_recipe(["--task", "multiplication", "--filters", "pieces"])
+        parse_recipe(["--task", "maze_hops", "--filters", "pieces"])
+    with pytest.raises(RecipeError, match="no pieces"):
+        parse_recipe(["--task", "maze_hops", "--filters", "compose", "path"])
     assert parse_recipe(["--task", "forward_addition", "--filters", "length", "pieces"]).filters[-1] == "pieces"
 
 

@@ -129,6 +129,66 @@ class Multiplication(Task):
         la, lb = self._pair(level)
         return 81 * 10 ** (la - 1) * 10 ** (lb - 1)
 
+    # -- compositional labels (`Task.pieces`, `Task.compose`) -----------------------------------
+    @staticmethod
+    def _mul_prompt(a: int, b: int) -> str:
+        return f"{str(a)[::-1]}*{str(b)[::-1]}="
+
+    def pieces(self, prompt, max_piece):
+        """Smaller products whose answers spell this one's, for a pair one digit past a square of
+        max_piece (None elsewhere: inside it the model answers itself; further out there is no cut).
+
+        - b one digit longer (la <= max_piece < lb = max_piece + 1): a times each non-zero digit of b
+          (the partial products), a times b's low digits (the running sums), all inside the square,
+          and the swapped problem b*a for the product.
+        - a one digit longer, b one digit (la = max_piece + 1, lb = 1): a cut into high and low parts,
+          each times b, at every cut; `compose` takes a cut whose low part does not carry into the high.
+        """
+        a, b = (int(x[::-1]) for x in prompt[:-1].split("*"))
+        la, lb = len(str(a)), len(str(b))
+        if la <= max_piece and lb == max_piece + 1:
+            lows = [b % 10 ** (i + 1) for i in range(1, lb - 1)]
+            digits = sorted({int(d) for d in str(b)} - {0})
+            return ([self._mul_prompt(a, d) for d in digits] + [self._mul_prompt(a, x) for x in lows if x]
+                    + [self.swapped(prompt)])
+        if la == max_piece + 1 and lb == 1 and la > 1:
+            return [self._mul_prompt(part, b) for m in range(1, la) for part in (a // 10**m, a % 10**m)
+                    if part]
+        return None
+
+    def compose(self, prompt, pieces, answers):
+        """The chain of thought spelled from the pieces' products, by copying digits and zero-padding
+        (never a sum). b one digit longer: the swapped problem's product must end in the digits the
+        running sum below the last partial product ends in. a one digit longer: the low part's
+        product must fit in the low part's digits (no carry across the cut)."""
+        products = {}
+        for piece, answer in zip(pieces, answers):
+            if self.plausible(piece, answer):
+                products[self.parse(piece).operands] = self.result(answer)
+        a, b = self.parse(prompt).operands
+        la, lb = len(str(a)), len(str(b))
+
+        def times_a(x: int, width: int) -> str | None:  # a * x, reversed, padded to width; None unknown
+            if x == 0:
+                return "0" * width
+            known = products.get((a, x))
+            return None if known is None else known.ljust(width, "0")
+
+        if lb > 1:
+            product = products.get((b, a))
+            partials = [times_a(int(d), la + 1) for d in str(b)[::-1]]
+            sums = [times_a(b % 10 ** (i + 1), i + la + 1) for i in range(lb - 1)]
+            if product is None or None in partials or None in sums or product[: lb - 1] != sums[-1][: lb - 1]:
+                return None
+            parts = ["0" * i + p + (f"({sums[i]})" if 1 <= i < lb - 1 else "") for i, p in enumerate(partials)]
+            return "+".join(parts) + "=" + product
+        for m in range(la - 1, 0, -1):  # the cut with the longest low part first
+            high, low = products.get((a // 10**m, b)), products.get((a % 10**m, b), "0" * (m + 1))
+            if high is not None and (a % 10**m == 0 or (a % 10**m, b) in products) and set(low[m:]) <= {"0"}:
+                product = low[:m].ljust(m, "0") + high
+                return product + "=" + product
+        return None
+
     def swapped(self, prompt):
         a, b = prompt[:-1].split("*")
         return f"{b}*{a}="
