@@ -9,7 +9,8 @@ import pytest
 from conftest import SMALL
 from si_hf.config import RecipeError, parse_recipe
 from si_hf.consistency import compose_labels, swap_labels
-from si_hf.filters import apply_filters, commute_filter, parse_filter_spec, pieces_filter
+from si_hf.filters import (apply_filters, commute_filter, composed_labels, parse_filter_spec, pieces_filter,
+                           select_labels)
 from si_hf.labeling import Label
 from si_hf.tasks import get_task
 from si_hf.tasks.base import cut_points
@@ -125,6 +126,116 @@ def test_pieces_refused_for_a_task_without_pieces():
     with pytest.raises(RecipeError, match="no pieces"):
         parse_recipe(["--task", "maze_hops", "--filters", "compose", "path"])
     assert parse_recipe(["--task", "forward_addition", "--filters", "length", "pieces"]).filters[-1] == "pieces"
+
+
+# -- compose: multiplication one digit past the square, labeled from products inside it -----------
+
+def _true_answers(task, prompts):
+    return [task.answer(task.parse(q)) for q in prompts]
+
+
+@pytest.mark.parametrize("square", [2, 3, 4])
+def test_true_products_inside_the_square_compose_the_true_chain_of_thought(square):
+    """The structure is right: the pieces lie inside the square (or are the swapped problem), and their
+    true answers compose the true answer, always for the b side, and for a 5x1 problem whenever a cut
+    of a does not carry (the truth is read here only to check pieces and compose)."""
+    task, rng = get_task("multiplication"), random.Random(square)
+    edge = square + 1
+    for level in [*((i, edge) for i in range(1, edge)), (edge, 1)]:
+        composed = 0
+        for _ in range(60):
+            problem = task.sample(level, rng)
+            prompt = task.prompt(problem)
+            pieces = task.pieces(prompt, square)
+            for q in pieces:
+                assert q == task.swapped(prompt) or max(task.parse(q).level) <= square
+            answer = task.compose(prompt, pieces, _true_answers(task, pieces))
+            assert answer in (None, task.answer(problem))
+            composed += answer is not None
+        assert composed == 60 if level[1] == edge else 0 < composed < 60
+
+
+def test_multiplication_has_no_pieces_inside_the_square_or_two_digits_past_it():
+    task = get_task("multiplication")
+    for a, b in [(12, 34), (1234, 5), (12, 123456), (12345, 12), (12345, 12345)]:
+        assert task.pieces(task._mul_prompt(a, b), 4) is None
+
+
+def test_multiplication_compose_by_hand():
+    task = get_task("multiplication")
+    prompt = task._mul_prompt(12, 10203)  # b has two zero digits: their partial products are zeros
+    pieces = task.pieces(prompt, 4)
+    assert pieces == [task._mul_prompt(12, x) for x in (1, 2, 3, 203)] + [task.swapped(prompt)]  # each once
+    answers = _true_answers(task, pieces)
+    assert task.compose(prompt, pieces, answers) == task.answer(task.parse(prompt))
+    wrong_end = answers[:-1] + [answers[-1][:-3] + "9" + answers[-1][-2:]]  # the product's top digits: unchecked
+    assert task.compose(prompt, pieces, wrong_end) is not None
+    wrong_low = answers[:-1] + [answers[-1].replace("=63", "=64", 1)]  # its last digit is the running sum's
+    assert task.compose(prompt, pieces, wrong_low) is None
+    assert task.compose(prompt, pieces, answers[:2] + ["36"] + answers[3:]) is None  # an answer of the wrong form
+    carries = task._mul_prompt(99999, 9)  # every cut carries: no label
+    assert task.compose(carries, task.pieces(carries, 4), _true_answers(task, task.pieces(carries, 4))) is None
+
+
+def test_compose_labels_composes_the_swapped_piece_too(monkeypatch, tokenizer):
+    """A 1x5 problem takes its product from the swapped 5x1 problem's own composition, not from the
+    model's answer to it: here a labeler that answers every 5x1 problem wrong and the rest right."""
+    task = get_task("multiplication")
+
+    def labeler(model, tokenizer, prompts, bounds, **kwargs):
+        answers = _true_answers(task, prompts)
+        return [Label(q, a if task.parse(q).level != (5, 1) else a.replace("0", "1"), True)
+                for q, a in zip(prompts, answers)]
+
+    monkeypatch.setattr("si_hf.consistency.greedy_label", labeler)
+    no_carry, carry = task._mul_prompt(2, 40312), task._mul_prompt(9, 99999)
+    scored = compose_labels(None, tokenizer, task, [Label(no_carry, "", False), Label(carry, "", False),
+                                                    Label("21*3=", "36=63", True)], max_piece=4)
+    assert [lab.composed for lab in scored] == [task.answer(task.parse(no_carry)), "", ""]
+
+
+def test_compose_step_relabels_what_it_cuts_and_keeps_the_rest():
+    task = get_task("multiplication")
+    b_side, a_side, inside = task._mul_prompt(3, 12345), task._mul_prompt(12345, 12), task._mul_prompt(12, 34)
+    labels = [Label(b_side, "wrong", False, composed="composed"), Label(b_side, "wrong", True, composed=""),
+              Label(a_side, "own", True, composed=""), Label(inside, "own", True, composed="")]
+    out, keep, stats = composed_labels(task, labels, [True, True, True, False], max_piece=4)
+    assert [(lab.completion, lab.finished) for lab in out] == [("composed", True), ("", False), ("own", True),
+                                                               ("own", True)]
+    assert keep == [True, False, True, False]  # a failed composition is dropped; an earlier drop stays
+    assert stats == {"filter": "compose", "in": 3, "out": 2, "composed": 1}
+    with pytest.raises(ValueError, match="compose_labels"):
+        composed_labels(task, [Label(b_side, "x", True)], [True], max_piece=4)
+
+
+def test_compose_step_in_select_labels():
+    task = get_task("multiplication")
+    labels = [Label(task._mul_prompt(3, 12345), "x", True, composed=task.answer(task.parse(task._mul_prompt(3, 12345)))),
+              Label(task._mul_prompt(12345, 12), "0=0", True, composed="")]  # 5x2: not cut
+    out, keep, stats, masks = select_labels(task, [labels], ["compose", "length"], max_piece=4)
+    assert out[0].completion == labels[0].composed and keep == [True, False]  # "0=0" fails the length filter
+    assert [step["filter"] for step in stats] == ["compose", "length"] and masks == [[True, True], [True, False]]
+    assert select_labels(task, [labels], ["compose:max_piece=4"])[1] == [True, True]
+    with pytest.raises(ValueError, match="max_piece"):
+        select_labels(task, [labels], ["compose"])
+    with pytest.raises(ValueError, match="select_labels"):
+        apply_filters(task, labels, ["compose"])
+    assert parse_filter_spec("compose:max_piece=3") == ("compose", {"max_piece": 3})
+    for bad in ("compose:max_piece=0", "compose:tau=0.5"):
+        with pytest.raises(ValueError, match="compose"):
+            parse_filter_spec(bad)
+
+
+@pytest.mark.slow
+def test_micro_run_records_the_compose_step(tmp_path, write_recipe, run_rounds_main):
+    argv = write_recipe(tmp_path, task="multiplication", filters=["compose", "length"], num_rounds=1,
+                        **{**SMALL, "base_max_level": 2, "eval_max_level": 3})
+    assert run_rounds_main(argv) == 0
+    record = json.loads((tmp_path / "run" / "round-1" / "eval.json").read_text())
+    compose, length = record["labels"]["filters"]
+    assert compose["filter"] == "compose" and compose["in"] == record["labels"]["labeled"]
+    assert compose["composed"] <= compose["out"] and length["in"] == compose["out"]
+    assert length["out"] == record["labels"]["kept"]
 
 
 # -- commute: the same result with the operands swapped -------------------------------------------

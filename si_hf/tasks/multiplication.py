@@ -149,12 +149,12 @@ class Multiplication(Task):
         if la <= max_piece and lb == max_piece + 1:
             lows = [b % 10 ** (i + 1) for i in range(1, lb - 1)]
             digits = sorted({int(d) for d in str(b)} - {0})
-            return ([self._mul_prompt(a, d) for d in digits] + [self._mul_prompt(a, x) for x in lows if x]
-                    + [self.swapped(prompt)])
-        if la == max_piece + 1 and lb == 1 and la > 1:
-            return [self._mul_prompt(part, b) for m in range(1, la) for part in (a // 10**m, a % 10**m)
-                    if part]
-        return None
+            products = [*((a, d) for d in digits), *((a, x) for x in lows if x), (b, a)]
+        elif la == max_piece + 1 and lb == 1 and la > 1:
+            products = [(part, b) for m in range(1, la) for part in (a // 10**m, a % 10**m) if part]
+        else:
+            return None
+        return list(dict.fromkeys(self._mul_prompt(x, y) for x, y in products))
 
     def compose(self, prompt, pieces, answers):
         """The chain of thought spelled from the pieces' products, by copying digits and zero-padding
