@@ -24,24 +24,25 @@ def compose_labels(model, tokenizer, task: Task, labels: list[Label], max_piece:
 
 
 def _compositions(model, tokenizer, task: Task, prompts: list[str], max_piece: int, decoding: dict,
-                  depth: int = 2) -> dict[str, str]:
+                  depth: int = 3) -> dict[str, str]:
     """prompt -> the answer its pieces' answers imply ("" when it has no cut or they imply none).
 
-    A piece with a cut of its own (a product one digit past the square on the other side, as the swapped
-    problem of multiplication's b side is) answers with its composition, `depth` levels down; it is left
-    without an answer when that fails, so the prompt is too. Other pieces answer with the model."""
+    A piece with a cut of its own (a product one digit past the square, as the swapped problem of
+    multiplication's b side is) answers with its composition, `depth` levels down, unless the task reads
+    it as answered (`Task.answered_pieces`); it is left without an answer when its composition fails, so
+    the prompt is too. Other pieces answer with the model."""
     cut = {q: task.pieces(q, max_piece) for q in dict.fromkeys(prompts)}
+    as_answered = {q: set(task.answered_pieces(q, max_piece)) for q, pieces in cut.items() if pieces}
     distinct = list(dict.fromkeys(p for pieces in cut.values() if pieces for p in pieces))
     answered = greedy_label(model, tokenizer, distinct, [task.max_answer_len(q) for q in distinct],
                             desc="labeling pieces", **decoding)
     answers = {lab.prompt: lab.completion if lab.finished else None for lab in answered}
-    nested = [q for q in distinct if depth > 1 and task.pieces(q, max_piece) not in (None, [q])]
-    if nested:
-        inner = _compositions(model, tokenizer, task, nested, max_piece, decoding, depth - 1)
-        answers.update({q: inner[q] or None for q in nested})
+    nested = list(dict.fromkeys(q for prompt, raw in as_answered.items() for q in cut[prompt] if q not in raw
+                                and depth > 1 and task.pieces(q, max_piece) not in (None, [q])))
+    inner = _compositions(model, tokenizer, task, nested, max_piece, decoding, depth - 1) if nested else {}
     composed = {}
     for prompt, pieces in cut.items():
-        parts = [answers[q] for q in pieces or ()]
+        parts = [inner[q] or None if q in inner and q not in as_answered[prompt] else answers[q] for q in pieces or ()]
         composed[prompt] = "" if not pieces or None in parts else task.compose(prompt, pieces, parts) or ""
     return composed
 

@@ -157,8 +157,29 @@ def test_true_products_inside_the_square_compose_the_true_chain_of_thought(squar
 
 def test_multiplication_has_no_pieces_inside_the_square_or_two_digits_past_it():
     task = get_task("multiplication")
-    for a, b in [(12, 34), (1234, 5), (12, 123456), (12345, 12), (12345, 12345)]:
+    for a, b in [(12, 34), (1234, 5), (12, 123456), (123456, 1), (123456, 12), (12345, 123456)]:
         assert task.pieces(task._mul_prompt(a, b), 4) is None
+
+
+def test_the_a_side_keeps_its_own_answer_when_its_chain_matches_the_pieces():
+    """5x2 ... 5x5: no cut spells the product, so the problem itself and the swapped one are among its
+    pieces, read as the model answers them: its own answer stands only if the partial products and
+    running sums spelled from the pieces are its own and its product is the swapped problem's."""
+    task = get_task("multiplication")
+    prompt = task._mul_prompt(12345, 678)
+    pieces = task.pieces(prompt, 4)
+    assert pieces == [task._mul_prompt(12345, x) for x in (6, 7, 8, 78)] + [prompt, task.swapped(prompt)]
+    assert task.answered_pieces(prompt, 4) == [prompt, task.swapped(prompt)]
+    assert task.answered_pieces(task.swapped(prompt), 4) == [task.swapped(prompt)]  # the b side composes it
+    answers = _true_answers(task, pieces)
+    own, swapped = answers[-2], answers[-1]
+    assert task.compose(prompt, pieces, answers) == own
+    wrong_partial = own[:2] + str((int(own[2]) + 1) % 10) + own[3:]
+    assert task.compose(prompt, pieces, answers[:-2] + [wrong_partial, swapped]) is None
+    top = lambda text: text[:-1] + str((int(text[-1]) + 1) % 10)  # the product's top digit, changed
+    assert task.compose(prompt, pieces, answers[:-2] + [top(own), swapped]) is None  # the swapped product differs
+    assert task.compose(prompt, pieces, answers[:-2] + [top(own), top(swapped)]) == top(own)  # both wrong alike
+    assert task.compose(prompt, pieces, answers[:-2] + ["0=0", swapped]) is None  # its own answer malformed
 
 
 def test_multiplication_compose_by_hand():
@@ -192,13 +213,18 @@ def test_compose_labels_composes_the_swapped_piece_too(monkeypatch, tokenizer):
     scored = compose_labels(None, tokenizer, task, [Label(no_carry, "", False), Label(carry, "", False),
                                                     Label("21*3=", "36=63", True)], max_piece=4)
     assert [lab.composed for lab in scored] == [task.answer(task.parse(no_carry)), "", ""]
+    # Two levels down: 21x5 takes its product from 5x2, whose own answer is checked against 5x1 products,
+    # which are composed from cuts (the labeler's wrong 5x1 answers are never read).
+    deep = task._mul_prompt(12, 40312)
+    assert compose_labels(None, tokenizer, task, [Label(deep, "", False)], max_piece=4)[0].composed == (
+        task.answer(task.parse(deep)))
 
 
 def test_compose_step_relabels_what_it_cuts_and_keeps_the_rest():
     task = get_task("multiplication")
-    b_side, a_side, inside = task._mul_prompt(3, 12345), task._mul_prompt(12345, 12), task._mul_prompt(12, 34)
+    b_side, far, inside = task._mul_prompt(3, 12345), task._mul_prompt(123456, 12), task._mul_prompt(12, 34)
     labels = [Label(b_side, "wrong", False, composed="composed"), Label(b_side, "wrong", True, composed=""),
-              Label(a_side, "own", True, composed=""), Label(inside, "own", True, composed="")]
+              Label(far, "own", True, composed=""), Label(inside, "own", True, composed="")]
     out, keep, stats = composed_labels(task, labels, [True, True, True, False], max_piece=4)
     assert [(lab.completion, lab.finished) for lab in out] == [("composed", True), ("", False), ("own", True),
                                                                ("own", True)]
@@ -211,7 +237,7 @@ def test_compose_step_relabels_what_it_cuts_and_keeps_the_rest():
 def test_compose_step_in_select_labels():
     task = get_task("multiplication")
     labels = [Label(task._mul_prompt(3, 12345), "x", True, composed=task.answer(task.parse(task._mul_prompt(3, 12345)))),
-              Label(task._mul_prompt(12345, 12), "0=0", True, composed="")]  # 5x2: not cut
+              Label(task._mul_prompt(123456, 12), "0=0", True, composed="")]  # 6x2: no cut at 4
     out, keep, stats, masks = select_labels(task, [labels], ["compose", "length"], max_piece=4)
     assert out[0].completion == labels[0].composed and keep == [True, False]  # "0=0" fails the length filter
     assert [step["filter"] for step in stats] == ["compose", "length"] and masks == [[True, True], [True, False]]

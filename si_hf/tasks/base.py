@@ -99,6 +99,12 @@ class Task:
         when they cannot make one (an answer of the wrong form). Reads only the prompts and answers."""
         raise NotImplementedError(f"task {self.name!r} has no pieces")
 
+    def answered_pieces(self, prompt: str, max_piece: int) -> list[str]:
+        """Those of `pieces` read as the model answers them even where they have pieces of their own
+        (by default the prompt itself, where it is among its pieces); the others answer with their own
+        composition."""
+        return [prompt]
+
     @property
     def has_pieces(self) -> bool:
         return type(self).pieces is not Task.pieces

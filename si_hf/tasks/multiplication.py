@@ -135,53 +135,75 @@ class Multiplication(Task):
         return f"{str(a)[::-1]}*{str(b)[::-1]}="
 
     def pieces(self, prompt, max_piece):
-        """Smaller products whose answers spell this one's, for a pair one digit past a square of
-        max_piece (None elsewhere: inside it the model answers itself; further out there is no cut).
+        """Smaller products whose answers spell or check this one's, for a pair one digit past a square
+        of max_piece (None elsewhere: inside it the model answers itself; further out there is no cut).
 
         - b one digit longer (la <= max_piece < lb = max_piece + 1): a times each non-zero digit of b
           (the partial products), a times b's low digits (the running sums), all inside the square,
           and the swapped problem b*a for the product.
         - a one digit longer, b one digit (la = max_piece + 1, lb = 1): a cut into high and low parts,
           each times b, at every cut; `compose` takes a cut whose low part does not carry into the high.
+        - a one digit longer, b longer (la = max_piece + 1, 2 <= lb <= la): the partial products and
+          running sums as for the b side (themselves one digit past the square), the problem itself
+          and the swapped one, both as the model answers them (`answered_pieces`): no cut spells the
+          product, so the model's own answer is kept when its chain matches the pieces' and its
+          product the swapped problem's.
         """
         a, b = (int(x[::-1]) for x in prompt[:-1].split("*"))
         la, lb = len(str(a)), len(str(b))
-        if la <= max_piece and lb == max_piece + 1:
+        if la == max_piece + 1 and lb == 1 and la > 1:
+            products = [(part, b) for m in range(1, la) for part in (a // 10**m, a % 10**m) if part]
+        elif (la <= max_piece and lb == max_piece + 1) or (la == max_piece + 1 and 2 <= lb <= la):
             lows = [b % 10 ** (i + 1) for i in range(1, lb - 1)]
             digits = sorted({int(d) for d in str(b)} - {0})
-            products = [*((a, d) for d in digits), *((a, x) for x in lows if x), (b, a)]
-        elif la == max_piece + 1 and lb == 1 and la > 1:
-            products = [(part, b) for m in range(1, la) for part in (a // 10**m, a % 10**m) if part]
+            whole = [(b, a)] if lb > la else [(a, b), (b, a)]
+            products = [*((a, d) for d in digits), *((a, x) for x in lows if x), *whole]
         else:
             return None
         return list(dict.fromkeys(self._mul_prompt(x, y) for x, y in products))
 
     def compose(self, prompt, pieces, answers):
         """The chain of thought spelled from the pieces' products, by copying digits and zero-padding
-        (never a sum). b one digit longer: the swapped problem's product must end in the digits the
-        running sum below the last partial product ends in. a one digit longer: the low part's
-        product must fit in the low part's digits (no carry across the cut)."""
-        products = {}
-        for piece, answer in zip(pieces, answers):
-            if self.plausible(piece, answer):
-                products[self.parse(piece).operands] = self.result(answer)
+        (never a sum). The product comes from the swapped problem, and must end in the digits of the
+        running sum below the last partial product; the a side (the problem among its own pieces)
+        keeps the model's own answer only when that spelled chain is the answer. a one digit longer
+        times one digit: the low part's product must fit in the low part's digits (no carry across
+        the cut). None when the answers spell nothing."""
+        answered = {self.parse(q).operands: answer for q, answer in zip(pieces, answers) if self.plausible(q, answer)}
+        products = {operands: self.result(answer) for operands, answer in answered.items()}
         a, b = self.parse(prompt).operands
+        if len(str(b)) == 1:
+            return self._across_a_cut(a, b, products)
+        chain = self._chain(a, b, products, products.get((b, a), ""))
+        return None if prompt in pieces and chain != answered.get((a, b)) else chain
+
+    def answered_pieces(self, prompt, max_piece):
+        a, b = prompt[:-1].split("*")
+        if len(a) >= len(b) > 1:  # the a side checks its own answer against the swapped problem's
+            return [prompt, self.swapped(prompt)]
+        return [prompt]
+
+    @staticmethod
+    def _chain(a: int, b: int, products: dict, product: str) -> str | None:
+        """a*b's chain of thought from the products a*d (each digit d of b), a*(b's low digits) and
+        `product`; None when one is missing or the product does not end like the last running sum."""
         la, lb = len(str(a)), len(str(b))
 
         def times_a(x: int, width: int) -> str | None:  # a * x, reversed, padded to width; None unknown
-            if x == 0:
-                return "0" * width
-            known = products.get((a, x))
+            known = "0" if x == 0 else products.get((a, x))
             return None if known is None else known.ljust(width, "0")
 
-        if lb > 1:
-            product = products.get((b, a))
-            partials = [times_a(int(d), la + 1) for d in str(b)[::-1]]
-            sums = [times_a(b % 10 ** (i + 1), i + la + 1) for i in range(lb - 1)]
-            if product is None or None in partials or None in sums or product[: lb - 1] != sums[-1][: lb - 1]:
-                return None
-            parts = ["0" * i + p + (f"({sums[i]})" if 1 <= i < lb - 1 else "") for i, p in enumerate(partials)]
-            return "+".join(parts) + "=" + product
+        partials = [times_a(int(d), la + 1) for d in str(b)[::-1]]
+        sums = [times_a(b % 10 ** (i + 1), i + la + 1) for i in range(lb - 1)]
+        if len(product) != la + lb or None in partials or None in sums or product[: lb - 1] != sums[-1][: lb - 1]:
+            return None
+        parts = ["0" * i + p + (f"({sums[i]})" if 1 <= i < lb - 1 else "") for i, p in enumerate(partials)]
+        return "+".join(parts) + "=" + product
+
+    @staticmethod
+    def _across_a_cut(a: int, b: int, products: dict) -> str | None:
+        """a*b for a one-digit b from a cut of a whose low part's product has no carry into the high part."""
+        la = len(str(a))
         for m in range(la - 1, 0, -1):  # the cut with the longest low part first
             high, low = products.get((a // 10**m, b)), products.get((a % 10**m, b), "0" * (m + 1))
             if high is not None and (a % 10**m == 0 or (a % 10**m, b) in products) and set(low[m:]) <= {"0"}:
