@@ -9,8 +9,14 @@ import pytest
 from conftest import SMALL
 from si_hf.config import RecipeError, parse_recipe
 from si_hf.consistency import compose_labels, swap_labels
-from si_hf.filters import (apply_filters, commute_filter, composed_labels, parse_filter_spec, pieces_filter,
-                           select_labels)
+from si_hf.filters import (
+    apply_filters,
+    commute_filter,
+    composed_labels,
+    parse_filter_spec,
+    pieces_filter,
+    select_labels,
+)
 from si_hf.labeling import Label
 from si_hf.tasks import get_task
 from si_hf.tasks.base import cut_points
@@ -176,7 +182,10 @@ def test_the_a_side_keeps_its_own_answer_when_its_chain_matches_the_pieces():
     assert task.compose(prompt, pieces, answers) == own
     wrong_partial = own[:2] + str((int(own[2]) + 1) % 10) + own[3:]
     assert task.compose(prompt, pieces, answers[:-2] + [wrong_partial, swapped]) is None
-    top = lambda text: text[:-1] + str((int(text[-1]) + 1) % 10)  # the product's top digit, changed
+
+    def top(text):  # the product's top digit, changed
+        return text[:-1] + str((int(text[-1]) + 1) % 10)
+
     assert task.compose(prompt, pieces, answers[:-2] + [top(own), swapped]) is None  # the swapped product differs
     assert task.compose(prompt, pieces, answers[:-2] + [top(own), top(swapped)]) == top(own)  # both wrong alike
     assert task.compose(prompt, pieces, answers[:-2] + ["0=0", swapped]) is None  # its own answer malformed
@@ -236,7 +245,8 @@ def test_compose_step_relabels_what_it_cuts_and_keeps_the_rest():
 
 def test_compose_step_in_select_labels():
     task = get_task("multiplication")
-    labels = [Label(task._mul_prompt(3, 12345), "x", True, composed=task.answer(task.parse(task._mul_prompt(3, 12345)))),
+    b_side = task._mul_prompt(3, 12345)
+    labels = [Label(b_side, "x", True, composed=task.answer(task.parse(b_side))),
               Label(task._mul_prompt(123456, 12), "0=0", True, composed="")]  # 6x2: no cut at 4
     out, keep, stats, masks = select_labels(task, [labels], ["compose", "length"], max_piece=4)
     assert out[0].completion == labels[0].composed and keep == [True, False]  # "0=0" fails the length filter
