@@ -271,7 +271,7 @@ class SelfImprovement:
         with self.timed("filter"):
             labels, keep, filter_stats, masks = select_labels(task, label_sets, r.filters,
                                                               score=lambda labels: self.score(labels, groups),
-                                                              max_piece=r.base_max_level)
+                                                              max_piece=self.largest_piece())
         rows = [i for i, kept in enumerate(keep) if kept]
         completions, corruption = self.corrupted([labels[i].completion for i in rows], k)
         answers = [task.answer(p) for p in problems]
@@ -325,6 +325,10 @@ class SelfImprovement:
             batch_size=r.label_batch_size, backend=r.labeler, desc=desc, disable_tqdm=quiet),
             range(len(prompts)), groups)
 
+    def largest_piece(self) -> int:
+        """The pieces' size where a `pieces` or `compose` spec names none (see `Task.largest_piece`)."""
+        return self.task.largest_piece(self.recipe.base_max_level, self.stage)
+
     def score(self, labels: list, groups: list) -> list:
         """What the recipe's filters read beyond the labels, from the first model (split across processes
         like the labeling): its confidence in each label, the answer its own answers to the pieces imply,
@@ -337,7 +341,7 @@ class SelfImprovement:
                                labels, groups)
         sizes = [options[name].get("max_piece") for name in ("compose", "pieces") if name in options]
         if sizes:  # `compose` and `pieces` read the same compositions (the first size named), computed once
-            max_piece = next(filter(None, sizes), None) or r.base_max_level
+            max_piece = next(filter(None, sizes), None) or self.largest_piece()
             labels = map_split(lambda share: compose_labels(model, self.tokenizer, self.task, share, max_piece,
                                                             r.label_batch_size, r.labeler), labels, groups)
         if "commute" in options:

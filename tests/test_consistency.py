@@ -191,6 +191,14 @@ def test_the_a_side_keeps_its_own_answer_when_its_chain_matches_the_pieces():
     assert task.compose(prompt, pieces, answers[:-2] + ["0=0", swapped]) is None  # its own answer malformed
 
 
+def test_pieces_grow_with_the_square_trained_in_full():
+    """Square n + 1 is trained after its n + 1 stages (1x(n+1)&(n+1)x1 ... (n+1)x(n+1)); other tasks keep
+    their pieces inside the base range."""
+    task = get_task("multiplication")
+    assert [task.largest_piece(4, s) for s in range(13)] == [4] * 5 + [5] * 6 + [6] * 2
+    assert get_task("reverse_addition").largest_piece(16, 30) == 16
+
+
 def test_multiplication_compose_by_hand():
     task = get_task("multiplication")
     prompt = task._mul_prompt(12, 10203)  # b has two zero digits: their partial products are zeros

@@ -99,6 +99,11 @@ class Task:
         when they cannot make one (an answer of the wrong form). Reads only the prompts and answers."""
         raise NotImplementedError(f"task {self.name!r} has no pieces")
 
+    def largest_piece(self, base_max_level: int, stages_trained: int) -> int:
+        """The default `max_piece` once `stages_trained` stages of rounds are trained: the base range,
+        whose problems the model learned from their true answers."""
+        return base_max_level
+
     def answered_pieces(self, prompt: str, max_piece: int) -> list[str]:
         """Those of `pieces` read as the model answers them even where they have pieces of their own
         (by default the prompt itself, where it is among its pieces); the others answer with their own

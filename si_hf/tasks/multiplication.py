@@ -177,6 +177,14 @@ class Multiplication(Task):
         chain = self._chain(a, b, products, products.get((b, a), ""))
         return None if prompt in pieces and chain != answered.get((a, b)) else chain
 
+    def largest_piece(self, base_max_level, stages_trained):
+        """The largest square trained in full: square n + 1 takes n + 1 stages of `pair_stages`."""
+        n = base_max_level
+        while stages_trained >= n + 1:
+            stages_trained -= n + 1
+            n += 1
+        return n
+
     def answered_pieces(self, prompt, max_piece):
         a, b = prompt[:-1].split("*")
         if len(a) >= len(b) > 1:  # the a side checks its own answer against the swapped problem's
