@@ -18,28 +18,30 @@ def compose_labels(model, tokenizer, task: Task, labels: list[Label], max_piece:
                    backend: str = "fast", disable_tqdm: bool = True) -> list[Label]:
     """The labels with `composed` filled in, in the same order: the model labels every distinct piece
     once (greedy, like the labels themselves), then the task composes each label's pieces."""
-    composed = _compositions(model, tokenizer, task, [lab.prompt for lab in labels], max_piece,
-                             dict(batch_size=batch_size, backend=backend, disable_tqdm=disable_tqdm))
+    decoding = dict(batch_size=batch_size, backend=backend, disable_tqdm=disable_tqdm)
+    composed = _compositions(model, tokenizer, task, [lab.prompt for lab in labels], max_piece, decoding, {})
     return [dataclasses.replace(lab, composed=composed[lab.prompt]) for lab in labels]
 
 
 def _compositions(model, tokenizer, task: Task, prompts: list[str], max_piece: int, decoding: dict,
-                  depth: int = 3) -> dict[str, str]:
+                  answers: dict, depth: int = 3) -> dict[str, str]:
     """prompt -> the answer its pieces' answers imply ("" when it has no cut or they imply none).
 
     A piece with a cut of its own (a product one digit past the square, as the swapped problem of
     multiplication's b side is) answers with its composition, `depth` levels down, unless the task reads
     it as answered (`Task.answered_pieces`); it is left without an answer when its composition fails, so
-    the prompt is too. Other pieces answer with the model."""
+    the prompt is too. Other pieces answer with the model; `answers` keeps its answers (None: unfinished)
+    for the levels below, so no piece is labeled twice."""
     cut = {q: task.pieces(q, max_piece) for q in dict.fromkeys(prompts)}
     as_answered = {q: set(task.answered_pieces(q, max_piece)) for q, pieces in cut.items() if pieces}
     distinct = list(dict.fromkeys(p for pieces in cut.values() if pieces for p in pieces))
-    answered = greedy_label(model, tokenizer, distinct, [task.max_answer_len(q) for q in distinct],
+    new = [q for q in distinct if q not in answers]
+    answered = greedy_label(model, tokenizer, new, [task.max_answer_len(q) for q in new],
                             desc="labeling pieces", **decoding)
-    answers = {lab.prompt: lab.completion if lab.finished else None for lab in answered}
+    answers.update({lab.prompt: lab.completion if lab.finished else None for lab in answered})
     nested = list(dict.fromkeys(q for prompt, raw in as_answered.items() for q in cut[prompt] if q not in raw
                                 and depth > 1 and task.pieces(q, max_piece) not in (None, [q])))
-    inner = _compositions(model, tokenizer, task, nested, max_piece, decoding, depth - 1) if nested else {}
+    inner = _compositions(model, tokenizer, task, nested, max_piece, decoding, answers, depth - 1) if nested else {}
     composed = {}
     for prompt, pieces in cut.items():
         parts = [inner[q] or None if q in inner and q not in as_answered[prompt] else answers[q] for q in pieces or ()]
