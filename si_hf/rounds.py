@@ -127,6 +127,10 @@ def label_accuracy(labels, answers, label_sets, filter_stats, masks, kept_correc
     for step, mask in zip(filter_stats, masks):
         step_correct = [c for c, m in zip(correct, mask) if m]
         step["label_accuracy"] = sum(step_correct) / len(step_correct) if step_correct else None
+    own = sum(lab.completion == a for lab, a in zip(label_sets[0], answers)) / len(answers)
+    for step in filter_stats:
+        if step.get("composed") is not None:  # the compose step replaced labels: how right were the model's own
+            step["own_label_accuracy"] = own
     if len(label_sets) > 1:
         filter_stats[0]["seed_label_accuracy"] = [
             sum(lab.completion == a for lab, a in zip(ls, answers)) / len(ls) for ls in label_sets]

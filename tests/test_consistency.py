@@ -279,6 +279,7 @@ def test_micro_run_records_the_compose_step(tmp_path, write_recipe, run_rounds_m
     compose, length = record["labels"]["filters"]
     assert compose["filter"] == "compose" and compose["in"] == record["labels"]["labeled"]
     assert compose["composed"] <= compose["out"] and length["in"] == compose["out"]
+    assert 0.0 <= compose["own_label_accuracy"] <= 1.0 and "own_label_accuracy" not in length
     assert length["out"] == record["labels"]["kept"]
 
 
