@@ -99,6 +99,9 @@ class Recipe:
         "accelerated: fresh problems per probed level (never held-out ones).")})
     probe_max_levels: int = field(default=8, metadata={"help": (
         "accelerated: most stages probed (and so labeled) in one round.")})
+    min_kept_fraction: float = field(default=0.0, metadata={"help": (
+        "A round whose filters keep less than this share of its labels leaves its stage(s) untrained: the "
+        "next round labels them again, with the model this round trained (0: always move on).")})
 
     # Stop rules (default off)
     # (they decide only whether more rounds run, so a rerun may change them)
@@ -274,7 +277,8 @@ def _evaluation_rows(r: Recipe):
              "needs 1 <= eval_min_level <= eval_max_level"),
             ("eval_size", r.eval_size > 0, "must be positive"),
             ("round_eval_size", r.round_eval_size is None or r.round_eval_size > 0, "must be positive"),
-            ("frontier_threshold", 0.0 <= r.frontier_threshold <= 1.0, "must be in [0, 1]")]
+            ("frontier_threshold", 0.0 <= r.frontier_threshold <= 1.0, "must be in [0, 1]"),
+            ("min_kept_fraction", 0.0 <= r.min_kept_fraction <= 1.0, "must be in [0, 1]")]
 
 
 def _control_rows(r: Recipe, corrupt_modes):

@@ -439,8 +439,13 @@ class SelfImprovement:
             c = label_stats.corruption
             self.log(f"[round {k}/{r.num_rounds}] corrupted {c['corrupted']}/{label_stats.kept} kept labels "
                      f"({c['mode']}, fraction {c['fraction']})")
-        # stage: the highest stage trained so far (si_hf.schedule)
-        return data, {"levels_trained": label_stats.level, "labels": label_stats, "stage": stages[-1], "probe": probe}
+        # stage: the highest stage trained so far (si_hf.schedule); a stage that kept too little is labeled again
+        stage = stages[-1]
+        if label_stats.kept < r.min_kept_fraction * label_stats.labeled:
+            stage = self.stage
+            self.log(f"[round {k}/{r.num_rounds}] kept {label_stats.kept}/{label_stats.labeled} labels, under "
+                     f"min_kept_fraction={r.min_kept_fraction}: the next round labels {label_stats.level} again")
+        return data, {"levels_trained": label_stats.level, "labels": label_stats, "stage": stage, "probe": probe}
 
     def train_lineages(self, k: int, data: Dataset):
         """Trains every lineage on round k's rows (each replaced by its trained model); returns the first's
