@@ -81,7 +81,8 @@ def test_vote_recipe_validation():
     for argv, field in [(["--schedule", "fastest"], "schedule"), (["--probe_size", "0"], "probe_size"),
                         (["--stop_patience", "0"], "stop_patience"), (["--collapse_floor", "1.5"], "collapse_floor"),
                         (["--corrupt_round", "0"], "corrupt_round"), (["--corrupt_fraction", "2"], "corrupt_fraction"),
-                        (["--corrupt_mode", "shuffle"], "corrupt_mode")]:
+                        (["--corrupt_mode", "shuffle"], "corrupt_mode"),
+                        (["--min_kept_fraction", "1.5"], "min_kept_fraction")]:
         with pytest.raises(RecipeError, match=field):
             parse_recipe(argv)
 
@@ -164,6 +165,19 @@ def test_accelerated_micro_run(recipe_factory, run_rounds_main):
         assert rec["labels"]["labeled"] == 2 * 64  # labels_per_round per level
         data = load_from_disk(str(out / f"round-{k}" / "data"))
         assert set(data["level"]) <= levels
+
+
+def test_a_stage_that_keeps_too_few_labels_is_labeled_again(recipe_factory, run_rounds_main):
+    """A filter that keeps nothing (no model is that sure of every token) under min_kept_fraction 0.5: round
+    1 counts no stage as trained, so round 2 labels the same level again."""
+    argv = recipe_factory(**SMALL, filters=["confidence:threshold=1.0"], min_kept_fraction=0.5, num_rounds=2)
+    rc, log = _run(run_rounds_main, argv)
+    assert rc == 0, log
+    records = _records(Path(argv[-1]))
+    assert records[1]["labels"]["kept"] < records[1]["labels"]["labeled"]
+    assert [r["stage"] for r in records] == [0, 0, 0]
+    assert [r["levels_trained"] for r in records] == ["1-4", "5", "5"]
+    assert "the next round labels 5 again" in log
 
 
 # -- stop rules ------------------------------------------------------------------------------------
