@@ -271,9 +271,9 @@ def select_labels(task: Task, label_sets: list[list[Label]], specs: list, score=
     `score(labels) -> labels` (e.g. filling `confidence` with the first model) when given, then the
     other specs one by one, in order (`compose` takes its pieces up to `max_piece` where its spec names
     no size; labels it drops stay dropped, so list it before the filters that should see its labels).
-    Returns the labels, the final keep-mask, one stats entry per step
-    ({"filter", "in", "out", ...}, the vote first) and the keep-mask after each step, parallel to the
-    stats (for analysis columns computed by the caller). Never sees a true answer."""
+    Returns the labels, the final keep-mask, one stats entry per step ({"filter", "in", "out", ...},
+    the vote first) and the keep-mask after each step, parallel to the stats (for analysis columns
+    computed by the caller). Never sees a true answer."""
     parsed = [(spec, *parse_filter_spec(spec)) for spec in specs]
     votes = [(spec, options) for spec, name, options in parsed if name == VOTE_FILTER]
     if len(votes) > 1:

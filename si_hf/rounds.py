@@ -275,7 +275,7 @@ class SelfImprovement:
         with self.timed("filter"):
             labels, keep, filter_stats, masks = select_labels(task, label_sets, r.filters,
                                                               score=lambda labels: self.score(labels, groups),
-                                                              max_piece=self.largest_piece())
+                                                              max_piece=self.piece_size())
         rows = [i for i, kept in enumerate(keep) if kept]
         completions, corruption = self.corrupted([labels[i].completion for i in rows], k)
         answers = [task.answer(p) for p in problems]
@@ -329,9 +329,12 @@ class SelfImprovement:
             batch_size=r.label_batch_size, backend=r.labeler, desc=desc, disable_tqdm=quiet),
             range(len(prompts)), groups)
 
-    def largest_piece(self) -> int:
-        """The pieces' size where a `pieces` or `compose` spec names none (see `Task.largest_piece`)."""
-        return self.task.largest_piece(self.recipe.base_max_level, self.stage)
+    def piece_size(self) -> int:
+        """The size of the pieces `compose` and `pieces` read (one composition serves both): the first size
+        their specs name, else the task's largest reliable piece (`Task.largest_piece`)."""
+        options = dict(map(parse_filter_spec, self.recipe.filters))
+        named = [options[name].get("max_piece") for name in ("compose", "pieces") if name in options]
+        return next(filter(None, named), None) or self.task.largest_piece(self.recipe.base_max_level, self.stage)
 
     def score(self, labels: list, groups: list) -> list:
         """What the recipe's filters read beyond the labels, from the first model (split across processes
@@ -343,9 +346,8 @@ class SelfImprovement:
         if "confidence" in options:
             labels = map_split(lambda share: score_labels(model, self.tokenizer, share, r.label_batch_size),
                                labels, groups)
-        sizes = [options[name].get("max_piece") for name in ("compose", "pieces") if name in options]
-        if sizes:  # `compose` and `pieces` read the same compositions (the first size named), computed once
-            max_piece = next(filter(None, sizes), None) or self.largest_piece()
+        if "compose" in options or "pieces" in options:
+            max_piece = self.piece_size()
             labels = map_split(lambda share: compose_labels(model, self.tokenizer, self.task, share, max_piece,
                                                             r.label_batch_size, r.labeler), labels, groups)
         if "commute" in options:
