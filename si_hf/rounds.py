@@ -599,6 +599,7 @@ class SelfImprovement:
         """The recipe check, leftovers of an interrupted round cleared, the rounds of `init_from` fetched
         and the Hub connected (what an earlier run could not push is pushed now)."""
         check_output_dir(self.recipe)
+        self.state.wait_for_everyone()  # every process reads the saved recipe before the main one rewrites it
         if local_source(self.recipe.init_from):
             check_source(self.recipe.init_from, self.recipe)  # before anything is written
         for warning in recipe_warnings(self.recipe):
