@@ -90,8 +90,7 @@ class Multiplication(Task):
         return Problem((la, lb), (random_number(la, rng), random_number(lb, rng)))
 
     def prompt(self, problem):
-        a, b = problem.operands
-        return f"{str(a)[::-1]}*{str(b)[::-1]}="
+        return self._mul_prompt(*problem.operands)
 
     def answer(self, problem):
         a, b = problem.operands
@@ -149,8 +148,8 @@ class Multiplication(Task):
           product, so the model's own answer is kept when its chain matches the pieces' and its
           product the swapped problem's.
         """
-        a, b = (int(x[::-1]) for x in prompt[:-1].split("*"))
-        la, lb = len(str(a)), len(str(b))
+        a, b = self.parse(prompt).operands
+        la, lb = self._lengths(prompt)
         if la == max_piece + 1 and lb == 1 and la > 1:
             products = [(part, b) for m in range(1, la) for part in (a // 10**m, a % 10**m) if part]
         elif (la <= max_piece and lb == max_piece + 1) or (la == max_piece + 1 and 2 <= lb <= la):
@@ -186,8 +185,8 @@ class Multiplication(Task):
         return n
 
     def answered_pieces(self, prompt, max_piece):
-        a, b = prompt[:-1].split("*")
-        if len(a) >= len(b) > 1:  # the a side checks its own answer against the swapped problem's
+        la, lb = self._lengths(prompt)
+        if la >= lb > 1:  # the a side checks its own answer against the swapped problem's
             return [prompt, self.swapped(prompt)]
         return [prompt]
 
