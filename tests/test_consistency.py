@@ -161,6 +161,19 @@ def test_true_products_inside_the_square_compose_the_true_chain_of_thought(squar
         assert composed == 60 if level[1] == edge else 0 < composed < 60
 
 
+@pytest.mark.parametrize("square", [2, 3, 4])
+def test_true_answers_pass_the_a_side_checks(square):
+    """a one digit longer, b longer: with every piece (the problem itself among them) answered truly, the
+    chain, the swapped product and the bounds all agree, so the true answer is kept."""
+    task, rng = get_task("multiplication"), random.Random(square)
+    edge = square + 1
+    for level in [(edge, j) for j in range(2, edge + 1)]:
+        for _ in range(40):
+            problem = task.sample(level, rng)
+            pieces = task.pieces(task.prompt(problem), square)
+            assert task.compose(task.prompt(problem), pieces, _true_answers(task, pieces)) == task.answer(problem)
+
+
 def test_multiplication_has_no_pieces_inside_the_square_or_two_digits_past_it():
     task = get_task("multiplication")
     for a, b in [(12, 34), (1234, 5), (12, 123456), (123456, 1), (123456, 12), (12345, 123456)]:
@@ -168,27 +181,51 @@ def test_multiplication_has_no_pieces_inside_the_square_or_two_digits_past_it():
 
 
 def test_the_a_side_keeps_its_own_answer_when_its_chain_matches_the_pieces():
-    """5x2 ... 5x5: no cut spells the product, so the problem itself and the swapped one are among its
-    pieces, read as the model answers them: its own answer stands only if the partial products and
-    running sums spelled from the pieces are its own and its product is the swapped problem's."""
+    """5x2 ... 5x5: no cut spells the product, so the problem itself, the swapped one and the bounds are
+    among its pieces, read as the model answers them: its own answer stands only if the partial products
+    and running sums spelled from the pieces are its own, its product is the swapped problem's, and it
+    lies between the bounds' products (times 10)."""
     task = get_task("multiplication")
-    prompt = task._mul_prompt(12345, 678)
+    prompt = task._mul_prompt(12345, 678)  # 8,369,910
     pieces = task.pieces(prompt, 4)
-    assert pieces == [task._mul_prompt(12345, x) for x in (6, 7, 8, 78)] + [prompt, task.swapped(prompt)]
-    assert task.answered_pieces(prompt, 4) == [prompt, task.swapped(prompt)]
+    bounds = [task._mul_prompt(x, y) for x, y in [(1234, 678), (1235, 678), (12345, 67), (12345, 68)]]
+    whole = [prompt, task.swapped(prompt), *bounds]
+    assert pieces == [task._mul_prompt(12345, x) for x in (6, 7, 8, 78)] + whole
+    assert task.answered_pieces(prompt, 4) == whole
     assert task.answered_pieces(task.swapped(prompt), 4) == [task.swapped(prompt)]  # the b side composes it
     answers = _true_answers(task, pieces)
-    own, swapped = answers[-2], answers[-1]
-    assert task.compose(prompt, pieces, answers) == own
+    at = pieces.index(prompt)
+    own, swapped, bound_answers = answers[at], answers[at + 1], answers[at + 2 :]
+
+    def answer(own_answer, swapped_answer=swapped, bound_answers=bound_answers):
+        return task.compose(prompt, pieces, answers[:at] + [own_answer, swapped_answer, *bound_answers])
+
+    assert answer(own) == own
     wrong_partial = own[:2] + str((int(own[2]) + 1) % 10) + own[3:]
-    assert task.compose(prompt, pieces, answers[:-2] + [wrong_partial, swapped]) is None
+    assert answer(wrong_partial) is None
 
-    def top(text):  # the product's top digit, changed
-        return text[:-1] + str((int(text[-1]) + 1) % 10)
+    def digit(text, place, new):  # the product with the digit at 10**place replaced (the text is reversed)
+        at = len(text) - len(task.result(text)) + place
+        return text[:at] + new + text[at + 1 :]
 
-    assert task.compose(prompt, pieces, answers[:-2] + [top(own), swapped]) is None  # the swapped product differs
-    assert task.compose(prompt, pieces, answers[:-2] + [top(own), top(swapped)]) == top(own)  # both wrong alike
-    assert task.compose(prompt, pieces, answers[:-2] + ["0=0", swapped]) is None  # its own answer malformed
+    assert answer(digit(own, 6, "9")) is None  # the swapped product differs
+    assert answer(digit(own, 6, "9"), digit(swapped, 6, "9")) is None  # both wrong alike: out of the bounds
+    assert answer(digit(own, 4, "5"), digit(swapped, 4, "5")) is None  # 8,359,910 < 10 * 1234 * 678
+    assert answer(digit(own, 3, "8"), digit(swapped, 3, "8")) == digit(own, 3, "8")  # 8,368,910: inside them
+    assert answer(own, swapped, bound_answers[:3] + ["0=0"]) is None  # a bound without an answer checks nothing
+    assert answer("0=0") is None  # its own answer malformed
+
+
+def test_bounds_leave_out_a_side_that_gains_a_digit():
+    task = get_task("multiplication")
+    assert task._bounds(12345, 678) == [(1234, 678), (1235, 678), (12345, 67), (12345, 68)]
+    assert task._bounds(99991, 995) == []  # 9999 + 1 and 99 + 1 both gain a digit
+    assert task._bounds(12345, 67) == [(1234, 67), (1235, 67)]  # b of two digits would bound it loosely
+    for a, b in [(12345, 678), (10000, 100), (99989, 989), (54321, 12345)]:  # true products lie between them
+        products = {(x, y): str(x * y)[::-1] for x, y in [(a, b), *task._bounds(a, b)]}
+        assert task._within_bounds(a, b, products)
+        products[(a, b)] = str(a * b + 10 * b)[::-1]
+        assert not task._within_bounds(a, b, products)
 
 
 def test_pieces_grow_with_the_square_trained_in_full():

@@ -144,9 +144,10 @@ class Multiplication(Task):
           each times b, at every cut; `compose` takes a cut whose low part does not carry into the high.
         - a one digit longer, b longer (la = max_piece + 1, 2 <= lb <= la): the partial products and
           running sums as for the b side (themselves one digit past the square), the problem itself
-          and the swapped one, both as the model answers them (`answered_pieces`): no cut spells the
-          product, so the model's own answer is kept when its chain matches the pieces' and its
-          product the swapped problem's.
+          and the swapped one, and the bounds (`_bounds`), all but the first two as composed pieces
+          and these as the model answers them (`answered_pieces`): no cut spells the product, so the
+          model's own answer is kept when its chain matches the pieces', its product is the swapped
+          problem's and it lies between the bounds.
         """
         a, b = self.parse(prompt).operands
         la, lb = self._lengths(prompt)
@@ -155,7 +156,7 @@ class Multiplication(Task):
         elif (la <= max_piece and lb == max_piece + 1) or (la == max_piece + 1 and 2 <= lb <= la):
             lows = [b % 10 ** (i + 1) for i in range(1, lb - 1)]
             digits = sorted({int(d) for d in str(b)} - {0})
-            whole = [(b, a)] if lb > la else [(a, b), (b, a)]
+            whole = [(b, a)] if lb > la else [(a, b), (b, a), *self._bounds(a, b)]
             products = [*((a, d) for d in digits), *((a, x) for x in lows if x), *whole]
         else:
             return None
@@ -174,7 +175,9 @@ class Multiplication(Task):
         if len(str(b)) == 1:
             return self._across_a_cut(a, b, products)
         chain = self._chain(a, b, products, products.get((b, a), ""))
-        return None if prompt in pieces and chain != answered.get((a, b)) else chain
+        if prompt not in pieces:
+            return chain
+        return chain if chain == answered.get((a, b)) and self._within_bounds(a, b, products) else None
 
     def largest_piece(self, base_max_level, stages_trained):
         """The largest square trained in full: square n + 1 takes n + 1 stages of `pair_stages`."""
@@ -186,9 +189,32 @@ class Multiplication(Task):
 
     def answered_pieces(self, prompt, max_piece):
         la, lb = self._lengths(prompt)
-        if la >= lb > 1:  # the a side checks its own answer against the swapped problem's
-            return [prompt, self.swapped(prompt)]
+        if la >= lb > 1:  # the a side checks its own answer against the swapped problem's and the bounds
+            a, b = self.parse(prompt).operands
+            return [prompt, self.swapped(prompt), *(self._mul_prompt(x, y) for x, y in self._bounds(a, b))]
         return [prompt]
+
+    @staticmethod
+    def _bounds(a: int, b: int) -> list[tuple[int, int]]:
+        """Operand pairs whose products bound a*b: 10 * (a//10) * b <= a*b < 10 * (a//10 + 1) * b, and the
+        same with b's last digit dropped when b keeps two digits (one digit bounds it loosely). A side
+        whose `+ 1` would add a digit (a//10 = 99...9) is left out: its product lies outside the pieces."""
+        pairs = []
+        if len(str(a)) >= 2 and len(str(a // 10 + 1)) == len(str(a)) - 1:
+            pairs += [(a // 10, b), (a // 10 + 1, b)]
+        if len(str(b)) >= 3 and len(str(b // 10 + 1)) == len(str(b)) - 1:
+            pairs += [(a, b // 10), (a, b // 10 + 1)]
+        return pairs
+
+    @classmethod
+    def _within_bounds(cls, a: int, b: int, products: dict) -> bool:
+        """Whether the product the model wrote for a*b lies between the products its bounds' answers give
+        (a comparison of the model's own numbers; the filter multiplies nothing)."""
+        bounds = cls._bounds(a, b)
+        if any(pair not in products for pair in bounds + [(a, b)]):
+            return False
+        value = {pair: int(products[pair][::-1]) for pair in bounds + [(a, b)]}
+        return all(10 * value[low] <= value[(a, b)] < 10 * value[high] for low, high in zip(bounds[::2], bounds[1::2]))
 
     @staticmethod
     def _chain(a: int, b: int, products: dict, product: str) -> str | None:
