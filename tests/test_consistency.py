@@ -274,6 +274,27 @@ def test_compose_labels_composes_the_swapped_piece_too(monkeypatch, tokenizer):
         task.answer(task.parse(deep)))
 
 
+def test_compose_labels_drops_a_product_wrong_alike_in_both_orders(monkeypatch, tokenizer):
+    """A labeler that writes every 5x4 and 4x5 product with the same wrong top digit (its chains right)
+    passes the swapped-product check, but the bounds, answered by the model inside the square and at
+    5x3, drop it; the b side, which takes its product from the swapped problem, goes with it."""
+    task = get_task("multiplication")
+    wrong_alike = {(5, 4), (4, 5)}
+
+    def labeler(model, tokenizer, prompts, bounds, **kwargs):
+        answers = _true_answers(task, prompts)
+        return [Label(q, a[:-1] + str((int(a[-1]) + 1) % 10) if task.parse(q).level in wrong_alike else a, True)
+                for q, a in zip(prompts, answers)]
+
+    monkeypatch.setattr("si_hf.consistency.greedy_label", labeler)
+    a_side, b_side = task._mul_prompt(10203, 2131), task._mul_prompt(2131, 10203)  # every 5x1 piece has a cut
+    labels = [Label(a_side, "", False), Label(b_side, "", False)]
+    assert [lab.composed for lab in compose_labels(None, tokenizer, task, labels, max_piece=4)] == ["", ""]
+    wrong_alike.clear()
+    assert [lab.composed for lab in compose_labels(None, tokenizer, task, labels, max_piece=4)] == [
+        task.answer(task.parse(a_side)), task.answer(task.parse(b_side))]
+
+
 def test_compose_step_relabels_what_it_cuts_and_keeps_the_rest():
     task = get_task("multiplication")
     b_side, far, inside = task._mul_prompt(3, 12345), task._mul_prompt(123456, 12), task._mul_prompt(12, 34)
