@@ -3,11 +3,15 @@
 import contextlib
 import io
 import json
+import random
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
+from datasets import Dataset
 
+from si_hf.data import round_features
 from si_hf.tasks import TASKS, Problem, get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -165,3 +169,44 @@ def test_multiplication_shapes_reads_a_saved_round(saved_round):
     for row in rows:  # every answer counted once, under exactly one shape
         counts = [int(x.strip(" |")) for x in row[1:]]
         assert counts[0] == 8 and sum(counts[2:]) == 8 and counts[1] <= counts[2]
+
+
+LABEL_ERRORS = runpy.run_path(str(REPO_ROOT / "scripts" / "multiplication_label_errors.py"))
+
+
+def test_label_errors_counts_wrong_products_by_hand():
+    task = get_task("multiplication")
+    prompt = task._mul_prompt(12, 34)  # truth 840+0630=8040
+    rows = [{"prompt": prompt, "completion": "840+0630=8040", "correct": True},
+            {"prompt": prompt, "completion": "840+0630=8041", "correct": False},   # only the product
+            {"prompt": prompt, "completion": "841+0630=8041", "correct": False}]   # a partial product too
+    assert LABEL_ERRORS["error_row"](task, rows) == {
+        "kept": 3, "wrong": 2, "only the product wrong": 1, "recomposed": "-", "recomposed right": "-"}
+    assert LABEL_ERRORS["error_row"](task, rows, ["840+0630=8040", "", "841+0630=8041"]) == {
+        "kept": 3, "wrong": 2, "only the product wrong": 1, "recomposed": 2, "recomposed right": 1}
+
+
+def test_label_errors_reads_a_self_labeled_round(saved_round, tmp_path):
+    """A round 1 written beside a copy of the saved round 0 (pairs one digit past its 2x2 square): the
+    script counts its rows per pair and relabels them with round 0's model."""
+    task, round_dir = saved_round
+    run = tmp_path / "run"
+    shutil.copytree(round_dir, run / "round-0")
+    shutil.copy(round_dir.parent / "recipe.yaml", run / "recipe.yaml")
+    argv = ["--round_dir", str(run / "round-1"), "--recompose", "--num_threads", "1"]
+    if task.name != "multiplication":
+        with pytest.raises(SystemExit, match="not a self-labeled round"):
+            LABEL_ERRORS["main"](argv)
+        return
+    rng = random.Random(0)
+    problems = [task.sample(level, rng) for level in [(1, 3), (1, 3), (3, 2)]]
+    answers = [task.answer(p) for p in problems]
+    answers[1] = answers[1][:-1] + str((int(answers[1][-1]) + 1) % 10)  # a wrong top digit
+    rows = {"prompt": [task.prompt(p) for p in problems], "completion": answers,
+            "level": [list(p.level) for p in problems], "round": [1, 1, 1], "correct": [True, False, True]}
+    Dataset.from_dict(rows, features=round_features(task)).save_to_disk(run / "round-1" / "data")
+    rows = _printed_rows(LABEL_ERRORS["main"], argv)
+    assert [row[:4] for row in rows] == [["| 1x3", "2", "1", "1"], ["| 3x2", "1", "0", "0"]]
+    for row in rows:
+        recomposed, right = int(row[4]), int(row[5].strip(" |"))
+        assert right <= recomposed <= int(row[1])
