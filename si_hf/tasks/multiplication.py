@@ -143,11 +143,10 @@ class Multiplication(Task):
         - a one digit longer, b one digit (la = max_piece + 1, lb = 1): a cut into high and low parts,
           each times b, at every cut; `compose` takes a cut whose low part does not carry into the high.
         - a one digit longer, b longer (la = max_piece + 1, 2 <= lb <= la): the partial products and
-          running sums as for the b side (themselves one digit past the square), the problem itself
-          and the swapped one, and the bounds (`_bounds`), all but the first two as composed pieces
-          and these as the model answers them (`answered_pieces`): no cut spells the product, so the
-          model's own answer is kept when its chain matches the pieces', its product is the swapped
-          problem's and it lies between the bounds.
+          running sums as for the b side (themselves one digit past the square, composed), and, as the
+          model answers them (`answered_pieces`), the problem itself, the swapped one and the bounds
+          (`_bounds`): no cut spells the product, so the model's own answer is kept when its chain
+          matches the pieces', its product is the swapped problem's and it lies between the bounds.
         """
         a, b = self.parse(prompt).operands
         la, lb = self._lengths(prompt)
@@ -209,7 +208,7 @@ class Multiplication(Task):
     @classmethod
     def _within_bounds(cls, a: int, b: int, products: dict) -> bool:
         """Whether the product the model wrote for a*b lies between the products its bounds' answers give
-        (a comparison of the model's own numbers; the filter multiplies nothing)."""
+        (the model's own numbers, shifted one place and compared; the filter computes no product)."""
         bounds = cls._bounds(a, b)
         if any(pair not in products for pair in bounds + [(a, b)]):
             return False
