@@ -218,11 +218,12 @@ def test_the_a_side_keeps_its_own_answer_when_its_chain_matches_the_pieces():
 
 def test_bounds_leave_out_a_side_that_gains_a_digit():
     task = get_task("multiplication")
-    assert task._bounds(12345, 678) == [(1234, 678), (1235, 678), (12345, 67), (12345, 68)]
+    assert task._bounds(12345, 678) == [((1234, 678), (1235, 678)), ((12345, 67), (12345, 68))]
     assert task._bounds(99991, 995) == []  # 9999 + 1 and 99 + 1 both gain a digit
-    assert task._bounds(12345, 67) == [(1234, 67), (1235, 67)]  # b of two digits would bound it loosely
+    assert task._bounds(12345, 67) == [((1234, 67), (1235, 67))]  # b of two digits would bound it loosely
+    assert task._bounds(9, 5) == []  # a of one digit: nothing to drop
     for a, b in [(12345, 678), (10000, 100), (99989, 989), (54321, 12345)]:  # true products lie between them
-        products = {(x, y): str(x * y)[::-1] for x, y in [(a, b), *task._bounds(a, b)]}
+        products = {(x, y): str(x * y)[::-1] for x, y in task._answered_pairs(a, b) if (x, y) != (b, a)}
         assert task._within_bounds(a, b, products)
         products[(a, b)] = str(a * b + 10 * b)[::-1]
         assert not task._within_bounds(a, b, products)

@@ -155,7 +155,7 @@ class Multiplication(Task):
         elif (la <= max_piece and lb == max_piece + 1) or (la == max_piece + 1 and 2 <= lb <= la):
             lows = [b % 10 ** (i + 1) for i in range(1, lb - 1)]
             digits = sorted({int(d) for d in str(b)} - {0})
-            whole = [(b, a)] if lb > la else [(a, b), (b, a), *self._bounds(a, b)]
+            whole = [(b, a)] if lb > la else self._answered_pairs(a, b)
             products = [*((a, d) for d in digits), *((a, x) for x in lows if x), *whole]
         else:
             return None
@@ -189,31 +189,36 @@ class Multiplication(Task):
     def answered_pieces(self, prompt, max_piece):
         la, lb = self._lengths(prompt)
         if la >= lb > 1:  # the a side checks its own answer against the swapped problem's and the bounds
-            a, b = self.parse(prompt).operands
-            return [prompt, self.swapped(prompt), *(self._mul_prompt(x, y) for x, y in self._bounds(a, b))]
+            return [self._mul_prompt(x, y) for x, y in self._answered_pairs(*self.parse(prompt).operands)]
         return [prompt]
 
+    @classmethod
+    def _answered_pairs(cls, a: int, b: int) -> list[tuple[int, int]]:
+        """The a side's pieces read as the model answers them: the problem, the swapped one, the bounds."""
+        return [(a, b), (b, a), *(pair for side in cls._bounds(a, b) for pair in side)]
+
     @staticmethod
-    def _bounds(a: int, b: int) -> list[tuple[int, int]]:
-        """Operand pairs whose products bound a*b: 10 * (a//10) * b <= a*b < 10 * (a//10 + 1) * b, and the
-        same with b's last digit dropped when b keeps two digits (one digit bounds it loosely). A side
-        whose `+ 1` would add a digit (a//10 = 99...9) is left out: its product lies outside the pieces."""
-        pairs = []
-        if len(str(a)) >= 2 and len(str(a // 10 + 1)) == len(str(a)) - 1:
-            pairs += [(a // 10, b), (a // 10 + 1, b)]
+    def _bounds(a: int, b: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """(low, high) operand pairs whose products bound a*b: 10 * (a//10) * b <= a*b < 10 * (a//10 + 1) * b,
+        and the same with b's last digit dropped when b keeps two digits (one digit bounds it loosely). A
+        side whose `+ 1` would add a digit (a//10 = 99...9) is left out: its product lies outside the pieces."""
+        sides = []
+        if len(str(a // 10 + 1)) == len(str(a)) - 1:
+            sides.append(((a // 10, b), (a // 10 + 1, b)))
         if len(str(b)) >= 3 and len(str(b // 10 + 1)) == len(str(b)) - 1:
-            pairs += [(a, b // 10), (a, b // 10 + 1)]
-        return pairs
+            sides.append(((a, b // 10), (a, b // 10 + 1)))
+        return sides
 
     @classmethod
     def _within_bounds(cls, a: int, b: int, products: dict) -> bool:
         """Whether the product the model wrote for a*b lies between the products its bounds' answers give
         (the model's own numbers, shifted one place and compared; the filter computes no product)."""
         bounds = cls._bounds(a, b)
-        if any(pair not in products for pair in bounds + [(a, b)]):
+        pairs = [(a, b), *(pair for side in bounds for pair in side)]
+        if any(pair not in products for pair in pairs):
             return False
-        value = {pair: int(products[pair][::-1]) for pair in bounds + [(a, b)]}
-        return all(10 * value[low] <= value[(a, b)] < 10 * value[high] for low, high in zip(bounds[::2], bounds[1::2]))
+        value = {pair: int(products[pair][::-1]) for pair in pairs}
+        return all(10 * value[low] <= value[(a, b)] < 10 * value[high] for low, high in bounds)
 
     @staticmethod
     def _chain(a: int, b: int, products: dict, product: str) -> str | None:
