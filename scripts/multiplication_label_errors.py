@@ -19,6 +19,7 @@ import si_hf  # noqa: F401  (registers the Auto classes)
 from si_hf.consistency import compose_labels
 from si_hf.evaluation import load_for_analysis
 from si_hf.labeling import Label
+from si_hf.records import round_dir, round_number
 from si_hf.tasks import get_task
 
 COLUMNS = ("kept", "wrong", "only the product wrong", "recomposed", "recomposed right")
@@ -54,8 +55,11 @@ def main(argv=None):
     parser.add_argument("--max_piece", type=int, help="the compose step's square (default: the run's base_max_level)")
     parser.add_argument("--num_threads", type=int, default=2)
     args = parser.parse_args(argv)
-    k = int(args.round_dir.name.removeprefix("round-"))
-    recipe = yaml.safe_load((args.round_dir.parent / "recipe.yaml").read_text())
+    k, run = round_number(args.round_dir.name), args.round_dir.parent
+    if k is None or not (run / "recipe.yaml").is_file() or not (args.round_dir / "data").is_dir():
+        raise SystemExit(f"{args.round_dir} is not a finished round-<k> directory of a run (its data/ and the "
+                         "run's recipe.yaml)")
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     task = get_task(recipe["task"])
     if task.name != "multiplication" or k < 1:
         raise SystemExit(f"{args.round_dir} is not a self-labeled round (k >= 1) of a multiplication run")
@@ -65,8 +69,7 @@ def main(argv=None):
         by_pair.setdefault(tuple(r["level"]), []).append(r)
     recomposed = {}
     if args.recompose:
-        model, tokenizer, _ = load_for_analysis(str(args.round_dir.parent / f"round-{k - 1}" / "model"),
-                                                args.num_threads)
+        model, tokenizer, _ = load_for_analysis(str(round_dir(run, k - 1) / "model"), args.num_threads)
         labels = compose_labels(model, tokenizer, task, [Label(r["prompt"], r["completion"], True) for r in rows],
                                 args.max_piece or recipe["base_max_level"])
         recomposed = {lab.prompt: lab.composed for lab in labels}
