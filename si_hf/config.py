@@ -109,6 +109,10 @@ class Recipe:
         "Stop when the frontier has not moved for this many rounds."), RESUMABLE: True})
     collapse_floor: float | None = field(default=None, metadata={"help": (
         "Stop when accuracy at a level inside the previous round's frontier falls below this."), RESUMABLE: True})
+    final_stage: int | None = field(default=None, metadata={"help": (
+        "Stop once this stage is trained (stage s >= 1: the levels task.round_levels(base_max_level, s); a "
+        "stage labeled again counts once a round kept enough of its labels). That round evaluates on the "
+        "full eval_size sets, as the last round does."), RESUMABLE: True})
 
     # The law of sustainability (si_hf.sustainability): it only adds a prediction to each round's record
     sustainability_law: str | None = field(default=None, metadata={"help": (
@@ -285,6 +289,7 @@ def _control_rows(r: Recipe, corrupt_modes):
     return [("stop_patience", r.stop_patience is None or r.stop_patience >= 1, "must be >= 1 (or unset)"),
             ("collapse_floor", r.collapse_floor is None or 0.0 <= r.collapse_floor <= 1.0,
              "must be in [0, 1] (or unset)"),
+            ("final_stage", r.final_stage is None or r.final_stage >= 1, "must be >= 1 (or unset)"),
             ("corrupt_round", r.corrupt_round is None or r.corrupt_round >= 1,
              "must be >= 1 (round 0 is ground truth)"),
             ("corrupt_fraction", 0.0 <= r.corrupt_fraction <= 1.0, "must be in [0, 1]"),

@@ -419,9 +419,9 @@ class SelfImprovement:
         with self.timed("train"):
             trainer, trained = self.train_lineages(k, data)
         with self.timed("evaluate"):
-            scored = self.evaluate(k)
+            scored = self.evaluate(k, last=self.is_last_round(k, begun["stage"]))
         record = RoundRecord(round=k, **begun, **scored, **trained, wall_seconds=round(time.time() - start, 1))
-        record.stopped = stop_decision(self.summary + [record], self.recipe.stop_patience, self.recipe.collapse_floor)
+        record.stopped = self.stop_decision(self.summary + [record])
         if self.law is not None:
             record.prediction = prediction(self.law, record, self.recipe.num_rounds - k)
         trainer.log(self.trainer_metrics(record))
@@ -461,10 +461,19 @@ class SelfImprovement:
                    "seed_train_loss": seed_losses or None}  # lineages 1..
         return trainer, trained
 
-    def evaluate(self, k: int) -> dict:
+    def is_last_round(self, k: int, stage: int) -> bool:
+        """Whether round k, having trained up to `stage`, ends the run by itself (not by a rule on its scores)."""
+        r = self.recipe
+        return k == r.num_rounds or (r.final_stage is not None and stage >= r.final_stage)
+
+    def stop_decision(self, summary: list[RoundRecord]) -> dict | None:
+        r = self.recipe
+        return stop_decision(summary, r.stop_patience, r.collapse_floor, r.final_stage)
+
+    def evaluate(self, k: int, last: bool) -> dict:
         """Round k's held-out evaluation (the full sets in the last round): accuracy by level, frontier."""
         r, task = self.recipe, self.task
-        size = r.eval_size if (k == r.num_rounds or r.round_eval_size is None) else r.round_eval_size
+        size = r.eval_size if (last or r.round_eval_size is None) else r.round_eval_size
         eval_sets = {level: problems[:size] for level, problems in self.eval_sets.items()}
 
         def run(m):
@@ -642,7 +651,7 @@ class SelfImprovement:
         model, start = self._resume()
         self.lineages = [model, *self._extra_lineages(start)]
         self.stage = self._last_stage(start)
-        stopped = stop_decision(self.summary, self.recipe.stop_patience, self.recipe.collapse_floor) if start else None
+        stopped = self.stop_decision(self.summary) if start else None
         if start > self.recipe.num_rounds:
             self.log(f"All {self.recipe.num_rounds} rounds of {self.out} are finished.")
         elif stopped:

@@ -39,16 +39,18 @@ def level_rank(name: str) -> int:
     return max(int(part) for part in str(name).split("x"))
 
 
-def stop_decision(summary: list[RoundRecord], patience: int | None = None, collapse_floor: float | None = None
-                  ) -> dict | None:
+def stop_decision(summary: list[RoundRecord], patience: int | None = None, collapse_floor: float | None = None,
+                  final_stage: int | None = None) -> dict | None:
     """Whether the run stops after the last round of `summary` (records of rounds 0..k, in order).
 
+    - `collapse_floor` x: some evaluated level inside the previous round's frontier scores below x;
+    - `final_stage` S: the run has trained stage S (a stage labeled again does not count until a round
+      kept enough of its labels, `min_kept_fraction`);
     - `patience` P: the frontier has not moved for P rounds: the best frontier of the last P rounds
-      is no higher than the best before them;
-    - `collapse_floor` x: some evaluated level inside the previous round's frontier scores below x.
+      is no higher than the best before them.
 
-    Returns None (go on) or {"rule": "stop_patience" | "collapse_floor", "round": k, "reason": text}.
-    The collapse rule is checked first."""
+    Returns None (go on) or {"rule": "collapse_floor" | "final_stage" | "stop_patience", "round": k,
+    "reason": text}, the first rule that holds in that order."""
     if not summary:
         return None
     last = summary[-1]
@@ -60,6 +62,9 @@ def stop_decision(summary: list[RoundRecord], patience: int | None = None, colla
             accs = ", ".join(f"{name}: {last.accuracy_by_level[name]:.3f}" for name in fallen)
             return {"rule": "collapse_floor", "round": last.round,
                     "reason": f"accuracy fell below {collapse_floor} inside the previous frontier {previous} ({accs})"}
+    if final_stage is not None and last.stage >= final_stage:
+        return {"rule": "final_stage", "round": last.round,
+                "reason": f"the highest stage trained is {last.stage} (final_stage {final_stage})"}
     if patience is not None and len(summary) > patience:
         fronts = [rec.frontier for rec in summary]
         before, recent = max(fronts[:-patience]), max(fronts[-patience:])

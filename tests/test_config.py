@@ -227,7 +227,7 @@ def test_resumable_fields_are_marked_on_the_field_and_hidden_from_the_help(capsy
     assert set(RESUMABLE_CHANGES) == {
         "num_rounds", "report_to", "logging_steps", "disable_tqdm", "overwrite_output_dir", "label_batch_size",
         "output_dir", "num_threads", "push_to_hub", "hub_model_id", "hub_dataset_id", "hub_private",
-        "stop_patience", "collapse_floor", "eval_all_seeds", "sustainability_law"}
+        "stop_patience", "collapse_floor", "final_stage", "eval_all_seeds", "sustainability_law"}
     with pytest.raises(SystemExit) as exit_info:
         parse_recipe(["--help"])
     assert exit_info.value.code == 0

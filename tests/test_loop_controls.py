@@ -80,6 +80,7 @@ def test_vote_recipe_validation():
         parse_recipe(["--num_seeds", "2", "--filters", "majority_vote", "--init_from", "me/run@round-1"])
     for argv, field in [(["--schedule", "fastest"], "schedule"), (["--probe_size", "0"], "probe_size"),
                         (["--stop_patience", "0"], "stop_patience"), (["--collapse_floor", "1.5"], "collapse_floor"),
+                        (["--final_stage", "0"], "final_stage"),
                         (["--corrupt_round", "0"], "corrupt_round"), (["--corrupt_fraction", "2"], "corrupt_fraction"),
                         (["--corrupt_mode", "shuffle"], "corrupt_mode"),
                         (["--min_kept_fraction", "1.5"], "min_kept_fraction")]:
@@ -213,6 +214,37 @@ def test_collapse_floor():
     assert level_rank("4x5") == 5 and level_rank("12") == 12
     pairs = [_rec(0, 3, {"1x3": 1.0}), _rec(1, 3, {"1x3": 0.2, "4x1": 0.0})]
     assert stop_decision(pairs, collapse_floor=0.5)["reason"].endswith("(1x3: 0.200)")
+
+
+def test_final_stage():
+    summary = [round_record(k, 4, stage=k) for k in range(3)]
+    assert stop_decision(summary[:2], final_stage=2) is None
+    stopped = stop_decision(summary, final_stage=2)
+    assert stopped == {"rule": "final_stage", "round": 2, "reason": "the highest stage trained is 2 (final_stage 2)"}
+    assert stop_decision(summary, final_stage=3) is None
+    assert stop_decision(summary, final_stage=1)["rule"] == "final_stage"  # lowered on a rerun: stop at once
+    held = round_record(3, 4, stage=2)  # a round whose stage kept too little is not a new stage
+    assert stop_decision(summary + [held], final_stage=3) is None
+    fallen = round_record(2, 0, {"1": 0.0}, stage=2)  # the collapse rule is checked first
+    assert stop_decision(summary[:2] + [fallen], collapse_floor=0.5, final_stage=2)["rule"] == "collapse_floor"
+
+
+def test_a_run_stops_once_its_final_stage_is_trained(recipe_factory, run_rounds_main):
+    """final_stage 2 under +1 a round: round 2 trains stage 2 and is the last, evaluated on the full sets;
+    a rerun trains nothing more until the rule changes."""
+    argv = recipe_factory(**SMALL, final_stage=2, num_rounds=4, round_eval_size=5)
+    out = Path(argv[-1])
+    rc, log = _run(run_rounds_main, argv)
+    assert rc == 0, log
+    records = _records(out)
+    assert [r["stage"] for r in records] == [0, 1, 2] and not (out / "round-3").exists()
+    assert records[2]["stopped"]["rule"] == "final_stage"
+    assert "stopping (final_stage)" in log
+    sizes = [{lvl: rec["eval_size_by_level"][lvl] for lvl in ("4", "5")} for rec in records]
+    assert sizes == [{"4": 5, "5": 5}, {"4": 5, "5": 5}, {"4": 20, "5": 20}]
+    rc, log = _run(run_rounds_main, argv)
+    assert rc == 0 and "stopped after round 2 (final_stage)" in log, log
+    assert not (out / "round-3").exists()
 
 
 def test_stop_and_corruption_micro_run(recipe_factory, run_rounds_main):
