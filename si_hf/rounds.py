@@ -220,7 +220,7 @@ class SelfImprovement:
         if (any(not (self.out / name).is_file() for name in (SUMMARY_FILE, *SUMMARY_VIEWS))
                 or read_summary(self.out) != self.summary):
             self.write_summary()
-        self.log(f"Resuming {self.out}: rounds 0-{last} are finished; continuing with round {last + 1}.")
+        self.log(f"Resuming {self.out}: rounds 0-{last} are finished.")
         return model, last + 1
 
     def _extra_lineages(self, start: int) -> list:
@@ -658,6 +658,8 @@ class SelfImprovement:
             self.log(f"{self.out} stopped after round {start - 1} ({stopped['rule']}): {stopped['reason']}. "
                      f"Unset or change {stopped['rule']} to go on.")
             return self.summary
+        elif start:
+            self.log(f"{self.out}: continuing with round {start}.")
         for k in range(start, self.recipe.num_rounds + 1):
             self.run_round(k)
             if self.summary[-1].stopped:

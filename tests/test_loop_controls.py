@@ -243,7 +243,7 @@ def test_a_run_stops_once_its_final_stage_is_trained(recipe_factory, run_rounds_
     sizes = [{lvl: rec["eval_size_by_level"][lvl] for lvl in ("4", "5")} for rec in records]
     assert sizes == [{"4": 5, "5": 5}, {"4": 5, "5": 5}, {"4": 20, "5": 20}]
     rc, log = _run(run_rounds_main, argv)
-    assert rc == 0 and "stopped after round 2 (final_stage)" in log, log
+    assert rc == 0 and "stopped after round 2 (final_stage)" in log and "continuing" not in log, log
     assert not (out / "round-3").exists()
 
 
