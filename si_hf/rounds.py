@@ -72,7 +72,7 @@ from .records import (
     write_record,
     write_summary,
 )
-from .schedule import accelerated_stages, passes, stop_decision
+from .schedule import accelerated_stages, final_stage_reached, passes, stop_decision
 from .sustainability import Law, prediction
 from .tasks import get_task
 from .timing import PhaseTimes, phases_text
@@ -419,7 +419,7 @@ class SelfImprovement:
         with self.timed("train"):
             trainer, trained = self.train_lineages(k, data)
         with self.timed("evaluate"):
-            scored = self.evaluate(k, last=self.is_last_round(k, begun["stage"]))
+            scored = self.evaluate(full=self.is_last_round(k, begun["stage"]))
         record = RoundRecord(round=k, **begun, **scored, **trained, wall_seconds=round(time.time() - start, 1))
         record.stopped = self.stop_decision(self.summary + [record])
         if self.law is not None:
@@ -464,16 +464,17 @@ class SelfImprovement:
     def is_last_round(self, k: int, stage: int) -> bool:
         """Whether round k, having trained up to `stage`, ends the run by itself (not by a rule on its scores)."""
         r = self.recipe
-        return k == r.num_rounds or (r.final_stage is not None and stage >= r.final_stage)
+        return k == r.num_rounds or final_stage_reached(stage, r.final_stage)
 
     def stop_decision(self, summary: list[RoundRecord]) -> dict | None:
         r = self.recipe
         return stop_decision(summary, r.stop_patience, r.collapse_floor, r.final_stage)
 
-    def evaluate(self, k: int, last: bool) -> dict:
-        """Round k's held-out evaluation (the full sets in the last round): accuracy by level, frontier."""
+    def evaluate(self, full: bool) -> dict:
+        """The held-out evaluation of the model as it stands (the full sets when `full`, in the last round;
+        else the first round_eval_size problems per level): accuracy by level, frontier."""
         r, task = self.recipe, self.task
-        size = r.eval_size if (last or r.round_eval_size is None) else r.round_eval_size
+        size = r.eval_size if (full or r.round_eval_size is None) else r.round_eval_size
         eval_sets = {level: problems[:size] for level, problems in self.eval_sets.items()}
 
         def run(m):

@@ -39,6 +39,11 @@ def level_rank(name: str) -> int:
     return max(int(part) for part in str(name).split("x"))
 
 
+def final_stage_reached(stage: int, final_stage: int | None) -> bool:
+    """Whether a run whose highest trained stage is `stage` has trained its `final_stage` (None: no such stage)."""
+    return final_stage is not None and stage >= final_stage
+
+
 def stop_decision(summary: list[RoundRecord], patience: int | None = None, collapse_floor: float | None = None,
                   final_stage: int | None = None) -> dict | None:
     """Whether the run stops after the last round of `summary` (records of rounds 0..k, in order).
@@ -62,7 +67,7 @@ def stop_decision(summary: list[RoundRecord], patience: int | None = None, colla
             accs = ", ".join(f"{name}: {last.accuracy_by_level[name]:.3f}" for name in fallen)
             return {"rule": "collapse_floor", "round": last.round,
                     "reason": f"accuracy fell below {collapse_floor} inside the previous frontier {previous} ({accs})"}
-    if final_stage is not None and last.stage >= final_stage:
+    if final_stage_reached(last.stage, final_stage):
         return {"rule": "final_stage", "round": last.round,
                 "reason": f"the highest stage trained is {last.stage} (final_stage {final_stage})"}
     if patience is not None and len(summary) > patience:
