@@ -3,7 +3,9 @@
 Rounds 0..k of the source are copied into the new output directory (after their files are checked
 against the source's manifests) and the run continues with round k+1 under its own recipe, which may
 differ from the source's in what decides the later rounds (filters, corruption, steps per round, ...).
-Several runs can so share the rounds before the one where they part, computed once. The copies get
+Several runs can so share the rounds before the one where they part, computed once. A run of K lineages
+(a majority vote) names with `lineages_from` the same round of K-1 other runs, whose models start lineages
+1..K-1: the vote then needs no base trained again. The copies get
 manifests of this run, each naming its parent in the source (`runs/a@round-<j-1>`), and hub_state.json
 records where they came from, as for rounds fetched from the Hub (si_hf.hub.import_rounds).
 """
@@ -40,6 +42,16 @@ def check_source(init_from: str, recipe) -> tuple[Path, int]:
         raise RecipeError(f"init_from={init_from!r}: output_dir is the source run itself")
     check_same_base(init_from, recipe, yaml.safe_load((source / "recipe.yaml").read_text()))
     return source, k
+
+
+def check_lineage_source(lineage_from: str, recipe) -> Path:
+    """A `lineages_from` entry: a finished round of a run on this machine that fits the recipe as init_from's
+    does; its model (lineage 0's, checked against its manifest) starts a lineage. Returns the round's directory."""
+    if local_source(lineage_from) is None:
+        raise RecipeError(f"lineages_from: {lineage_from!r} is not a run directory on this machine")
+    source, k = check_source(lineage_from, recipe)
+    verify_round(round_dir(source, k))
+    return round_dir(source, k)
 
 
 def branch_rounds(init_from: str, out, recipe) -> int:

@@ -175,6 +175,10 @@ class Recipe:
     init_from: str | None = field(default=None, metadata={"help": (
         "Start from a finished round, REPO@round-<k> (on the Hub) or RUN_DIR@round-<k> (a run directory on "
         "this machine): the run continues with round k+1.")})
+    lineages_from: list[str] | None = field(default=None, metadata={"help": (
+        "With init_from and num_seeds K > 1: the same round of K-1 other runs on this machine "
+        "(RUN_DIR@round-<k>, init_from's k), whose models start lineages 1..K-1. A vote among models "
+        "trained apart, on bases that single-model runs already trained.")})
 
     def validate(self):
         """The recipe itself, or a RecipeError naming the first wrong field and what it must be."""
@@ -312,9 +316,27 @@ def _check_start_and_hub(r: Recipe):
             parse_init_from(r.init_from)
         except ValueError as err:
             raise RecipeError(f"init_from={r.init_from!r}: {err}") from None
-    if r.num_seeds > 1 and r.init_from is not None:
-        raise RecipeError(f"init_from={r.init_from!r}: a run continued from a round has one lineage; it cannot "
-                          f"start num_seeds={r.num_seeds} lineages")
+    _check_lineages_from(r)
+
+
+def _check_lineages_from(r: Recipe):
+    """A run continued from a round with K lineages names where lineages 1..K-1 start, at the same round."""
+    from .records import parse_init_from
+
+    sources = r.lineages_from or []
+    if sources and r.init_from is None:
+        raise RecipeError("lineages_from: needs init_from (lineage 0's run and round)")
+    if r.init_from is not None and len(sources) != r.num_seeds - 1:
+        raise RecipeError(f"lineages_from: a run continued from {r.init_from!r} with num_seeds={r.num_seeds} needs "
+                          f"{r.num_seeds - 1} other runs' rounds to start lineages 1..{r.num_seeds - 1}, got "
+                          f"{len(sources)}")
+    for source in sources:
+        try:
+            k = parse_init_from(source)[1]
+        except ValueError as err:
+            raise RecipeError(f"lineages_from: {source!r}: {err}") from None
+        if k != parse_init_from(r.init_from)[1]:
+            raise RecipeError(f"lineages_from: {source!r} is not the round init_from={r.init_from!r} names")
 
 
 def _check_law(r: Recipe):

@@ -21,7 +21,7 @@ from datasets import Dataset, disable_progress_bars, load_from_disk
 from safetensors import SafetensorError
 from transformers import set_seed
 
-from .branch import branch_rounds, check_source, local_source
+from .branch import branch_rounds, check_lineage_source, check_source, local_source
 from .cards import plot_level_map, plot_summary, prediction_text, summary_table, write_model_card
 from .confidence import score_labels
 from .config import RESUMABLE_CHANGES, Recipe, recipe_warnings
@@ -65,6 +65,7 @@ from .records import (
     SUMMARY_FILE,
     LabelStats,
     RoundRecord,
+    parse_init_from,
     read_record,
     read_summary,
     round_dir,
@@ -233,7 +234,7 @@ class SelfImprovement:
                 set_seed(r.seed + i)
                 extra.append(build_model(r, self.tokenizer))
                 continue
-            path = round_dir(self.out, start - 1) / "models" / f"seed-{i}"
+            path = self._lineage_checkpoint(i, start - 1)
             try:
                 model = load_round_model(path)
             except (OSError, ValueError) as err:
@@ -243,6 +244,15 @@ class SelfImprovement:
         if start == 0 and extra:
             set_seed(r.seed)
         return extra
+
+    def _lineage_checkpoint(self, i: int, k: int) -> Path:
+        """Where lineage i's model of finished round k lies: this run's round-<k>/models/seed-<i>, or, for the
+        round `init_from` started from, the model of `lineages_from`'s run (a single-lineage run)."""
+        r = self.recipe
+        if r.lineages_from and k == parse_init_from(r.init_from)[1]:
+            source, _ = parse_init_from(r.lineages_from[i - 1])
+            return round_dir(source, k) / "model"
+        return round_dir(self.out, k) / "models" / f"seed-{i}"
 
     def _last_stage(self, start: int) -> int:
         """The highest stage trained by the finished rounds (eval.json `stage`; runs without it: +1 per round)."""
@@ -612,6 +622,9 @@ class SelfImprovement:
         self.state.wait_for_everyone()  # every process reads the saved recipe before the main one rewrites it
         if local_source(self.recipe.init_from):
             check_source(self.recipe.init_from, self.recipe)  # before anything is written
+        if not imported_from(self.out):  # once branched, the lineages' round-<k+1> checkpoints are this run's own
+            for source in self.recipe.lineages_from or []:
+                check_lineage_source(source, self.recipe)
         for warning in recipe_warnings(self.recipe):
             self.log(f"warning: {warning}")
         if self.state.is_main_process:

@@ -6,10 +6,15 @@ import io
 import json
 
 import pytest
+from datasets import load_from_disk
 
 from conftest import SMALL
+from si_hf import SIForCausalLM
+from si_hf.labeling import greedy_label
 from si_hf.manifest import read_manifest
 from si_hf.records import read_record, read_summary, without_timing
+from si_hf.tasks import get_task
+from si_hf.tokenization import task_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +79,46 @@ def test_a_corrupted_source_round_is_named(tmp_path, source, run_rounds_main, wr
     argv = write_recipe(tmp_path, name="branch", num_rounds=2, **SMALL) + ["--init_from", f"{copy}@round-1"]
     rc, _, err = _run(run_rounds_main, argv)
     assert rc == 4 and str(weights) in err and "corrupted" in err, err
+
+
+def test_a_vote_starts_its_lineages_from_other_runs_rounds(source, run_rounds_main, write_recipe):
+    """lineages_from: lineage 1 starts from another run's round; round 2's labels are exactly what both
+    round-1 models wrote (a unanimous vote of 2), and a rerun goes on from this run's own lineage 1."""
+    other = source / "other"
+    argv = write_recipe(source, name="other", seed=1, num_rounds=1, num_threads=1, **SMALL)
+    assert _run(run_rounds_main, argv)[0] == 0
+    vote = dict(num_rounds=2, num_threads=1, num_seeds=2, filters=["majority_vote:tau=1.0"], **SMALL)
+    argv = write_recipe(source, name="vote", **vote) + ["--init_from", f"{source / 'source'}@round-1",
+                                                      "--lineages_from", f"{other}@round-1"]
+    rc, log, err = _run(run_rounds_main, argv)
+    assert rc == 0, err
+    out = source / "vote"
+    assert log.count("train_runtime") == 2  # round 2, both lineages
+    data = load_from_disk(str(out / "round-2" / "data"))
+    assert len(data) > 0
+    tok = task_tokenizer(get_task("copy"))
+    bounds = [len(p) - 1 for p in data["prompt"]]
+    for run in (source / "source", other):
+        model = SIForCausalLM.from_pretrained(run / "round-1" / "model")
+        assert [lab.completion for lab in greedy_label(model, tok, data["prompt"], bounds)] == data["completion"]
+    assert (out / "round-2" / "models" / "seed-1" / "model.safetensors").is_file()
+    rc, log, err = _run(run_rounds_main, argv + ["--num_rounds", "3"])  # resumes lineage 1 from round-2/models
+    assert rc == 0 and "continuing with round 3" in log, err
+    assert (out / "round-3" / "models" / "seed-1" / "model.safetensors").is_file()
+
+
+def test_a_lineage_source_that_does_not_fit_is_refused_by_name(tmp_path, source, run_rounds_main, write_recipe):
+    import shutil
+
+    vote = dict(num_rounds=2, num_seeds=2, filters=["majority_vote"], **SMALL)
+    start = ["--init_from", f"{source / 'source'}@round-1", "--lineages_from"]
+    argv = write_recipe(tmp_path, name="vote", **vote) + start + [f"{tmp_path / 'missing'}@round-1"]
+    rc, _, err = _run(run_rounds_main, argv)
+    assert rc == 2 and "lineages_from" in err and "missing@round-1" in err, err
+    copy = tmp_path / "copy"
+    shutil.copytree(source / "source", copy)
+    weights = copy / "round-1" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    rc, _, err = _run(run_rounds_main, argv[:-1] + [f"{copy}@round-1"])
+    assert rc == 4 and str(weights) in err, err
+    assert not list((tmp_path / "vote").glob("round-*"))

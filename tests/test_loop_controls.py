@@ -76,8 +76,15 @@ def test_vote_recipe_validation():
         parse_recipe(["--num_seeds", "2", "--filters", "majority_vote", "majority_vote:tau=1"])
     with pytest.raises(RecipeError, match="tau"):
         parse_recipe(["--num_seeds", "2", "--filters", "majority_vote:tau=1.5"])
-    with pytest.raises(RecipeError, match="one lineage"):
-        parse_recipe(["--num_seeds", "2", "--filters", "majority_vote", "--init_from", "me/run@round-1"])
+    vote_from = ["--num_seeds", "2", "--filters", "majority_vote", "--init_from", "runs/a@round-1"]
+    assert parse_recipe(vote_from + ["--lineages_from", "runs/b@round-1"]).lineages_from == ["runs/b@round-1"]
+    for extra, message in [([], "needs 1 other runs' rounds"),
+                           (["--lineages_from", "runs/b@round-2"], "not the round"),
+                           (["--lineages_from", "runs/b"], "REPO@round-<k>")]:
+        with pytest.raises(RecipeError, match=message):
+            parse_recipe(vote_from + extra)
+    with pytest.raises(RecipeError, match="needs init_from"):
+        parse_recipe(["--lineages_from", "runs/b@round-1"])
     for argv, field in [(["--schedule", "fastest"], "schedule"), (["--probe_size", "0"], "probe_size"),
                         (["--stop_patience", "0"], "stop_patience"), (["--collapse_floor", "1.5"], "collapse_floor"),
                         (["--final_stage", "0"], "final_stage"),
