@@ -3,11 +3,12 @@
 Rounds 0..k of the source are copied into the new output directory (after their files are checked
 against the source's manifests) and the run continues with round k+1 under its own recipe, which may
 differ from the source's in what decides the later rounds (filters, corruption, steps per round, ...).
-Several runs can so share the rounds before the one where they part, computed once. A run of K lineages
-(a majority vote) names with `lineages_from` the same round of K-1 other runs, whose models start lineages
-1..K-1: the vote then needs no base trained again. The copies get
+Several runs can so share the rounds before the one where they part, computed once. The copies get
 manifests of this run, each naming its parent in the source (`runs/a@round-<j-1>`), and hub_state.json
 records where they came from, as for rounds fetched from the Hub (si_hf.hub.import_rounds).
+
+A run of K lineages (a majority vote) names with `lineages_from` the same round of K-1 other runs, whose
+models start lineages 1..K-1 (read in place, not copied): the vote then trains no base again.
 """
 
 import logging

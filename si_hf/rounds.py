@@ -247,7 +247,7 @@ class SelfImprovement:
 
     def _lineage_checkpoint(self, i: int, k: int) -> Path:
         """Where lineage i's model of finished round k lies: this run's round-<k>/models/seed-<i>, or, for the
-        round `init_from` started from, the model of `lineages_from`'s run (a single-lineage run)."""
+        round `init_from` started from, the model (lineage 0's) of `lineages_from`'s i-th run."""
         r = self.recipe
         if r.lineages_from and k == parse_init_from(r.init_from)[1]:
             source, _ = parse_init_from(r.lineages_from[i - 1])
@@ -622,7 +622,7 @@ class SelfImprovement:
         self.state.wait_for_everyone()  # every process reads the saved recipe before the main one rewrites it
         if local_source(self.recipe.init_from):
             check_source(self.recipe.init_from, self.recipe)  # before anything is written
-        if not imported_from(self.out):  # once branched, the lineages' round-<k+1> checkpoints are this run's own
+        if not imported_from(self.out):  # checked once, before the branch; loading them names any file gone since
             for source in self.recipe.lineages_from or []:
                 check_lineage_source(source, self.recipe)
         for warning in recipe_warnings(self.recipe):
