@@ -45,14 +45,12 @@ def check_source(init_from: str, recipe) -> tuple[Path, int]:
     return source, k
 
 
-def check_lineage_source(lineage_from: str, recipe) -> Path:
+def check_lineage_source(lineage_from: str, recipe):
     """A `lineages_from` entry: a finished round of a run on this machine that fits the recipe as init_from's
-    does; its model (lineage 0's, checked against its manifest) starts a lineage. Returns the round's directory."""
+    does; its model (lineage 0's, checked against its manifest) starts a lineage."""
     if local_source(lineage_from) is None:
         raise RecipeError(f"lineages_from: {lineage_from!r} is not a run directory on this machine")
-    source, k = check_source(lineage_from, recipe)
-    verify_round(round_dir(source, k))
-    return round_dir(source, k)
+    verify_round(round_dir(*check_source(lineage_from, recipe)))
 
 
 def branch_rounds(init_from: str, out, recipe) -> int:
