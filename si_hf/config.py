@@ -138,6 +138,10 @@ class Recipe:
     adam_beta2: float = field(default=0.98, metadata={TRAINER: True})
     adam_epsilon: float = field(default=1e-12, metadata={TRAINER: True})
     max_grad_norm: float = field(default=1.0, metadata={TRAINER: True})
+    ema_decay: float | None = field(default=None, metadata={"help": (
+        "Keep an exponential moving average of the weights while training (decay at most this, lower in "
+        "the first steps so a short round averages its own steps); each round's model is the average. "
+        "None: the last weights.")})
     group_by_length: bool = field(default=False, metadata={"help": (
         "Batch examples of similar length: less padding, but one-length batches slowed learning of copy "
         "several-fold.")})
@@ -275,7 +279,8 @@ def _optimizer_rows(r: Recipe):
             ("adam_beta1", 0.0 <= r.adam_beta1 < 1.0, "must be in [0, 1)"),
             ("adam_beta2", 0.0 <= r.adam_beta2 < 1.0, "must be in [0, 1)"),
             ("adam_epsilon", r.adam_epsilon >= 0, "must be >= 0"),
-            ("max_grad_norm", r.max_grad_norm >= 0, "must be >= 0")]
+            ("max_grad_norm", r.max_grad_norm >= 0, "must be >= 0"),
+            ("ema_decay", r.ema_decay is None or 0.0 < r.ema_decay < 1.0, "must be in (0, 1) (or unset)")]
 
 
 def _evaluation_rows(r: Recipe):

@@ -2,11 +2,13 @@
 
 import torch
 from accelerate import PartialState
-from transformers import Trainer, TrainingArguments
+from torch.optim.swa_utils import AveragedModel
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .config import trainer_arguments
 from .data import PromptMaskingCollator
-from .distributed import fsdp_on_cpu, per_device_batch_size
+from .distributed import fsdp_on_cpu, per_device_batch_size, uses_fsdp
+from .errors import RecipeError
 from .killpoints import trainer_callbacks
 from .modeling import SIConfig, SIForCausalLM
 from .tracking import TRACKED, reporters
@@ -74,6 +76,33 @@ class LengthSplitTrainer(Trainer):
         return loss
 
 
+class WeightAverage(TrainerCallback):
+    """An exponential moving average of the weights, updated after every optimizer step and copied into
+    the model when training ends (`ema_decay`).
+
+    The decay after n updates is min(ema_decay, (1 + n) / (10 + n)), as diffusers' EMAModel warms it up:
+    the average spans about the last tenth of a short training, never the weights it started from."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.average = None
+
+    def _update(self, averaged, current, num_averaged):
+        decay = min(self.decay, (1 + int(num_averaged)) / (10 + int(num_averaged)))
+        torch._foreach_lerp_(averaged, current, 1 - decay)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.average = AveragedModel(model, multi_avg_fn=self._update)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.average.update_parameters(model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        with torch.no_grad():
+            torch._foreach_copy_(list(model.parameters()), list(self.average.module.parameters()))
+        self.average = None
+
+
 def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratch_dir: str,
                  callbacks=()) -> Trainer:
     """A Trainer for round `round_idx`: round 0 uses the base schedule, later rounds the round schedule.
@@ -110,6 +139,9 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         dataloader_pin_memory=torch.cuda.is_available(),
         **trainer_arguments(recipe),  # weight decay, Adam, clipping, logging, tqdm: as the recipe has them
     )
+    if recipe.ema_decay is not None and uses_fsdp():
+        raise RecipeError("ema_decay: the weight average is not supported under FSDP (its weights are sharded)")
+    averaging = [WeightAverage(recipe.ema_decay)] if recipe.ema_decay is not None else []
     # Only the token columns travel to the collator: no per-row conversion of the text columns.
     train_dataset = train_dataset.select_columns([c for c in TRAIN_COLUMNS if c in train_dataset.column_names])
     return LengthSplitTrainer(
@@ -117,5 +149,5 @@ def make_trainer(model, tokenizer, train_dataset, recipe, round_idx: int, scratc
         args=args,
         train_dataset=train_dataset,
         data_collator=PromptMaskingCollator(tokenizer.pad_token_id, split_pieces=True),
-        callbacks=[*callbacks, *trainer_callbacks(round_idx)],  # the latter: a test's kill hook, or none
+        callbacks=[*callbacks, *averaging, *trainer_callbacks(round_idx)],  # the latter: a test's kill hook, or none
     )
