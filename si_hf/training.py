@@ -81,7 +81,7 @@ class WeightAverage(TrainerCallback):
     the model when training ends (`ema_decay`).
 
     The decay after n updates is min(ema_decay, (1 + n) / (10 + n)), as diffusers' EMAModel warms it up:
-    the average spans about the last tenth of a short training, never the weights it started from."""
+    the average spans about the last tenth of a short training, and its first weights soon count for little."""
 
     def __init__(self, decay: float):
         self.decay = decay
@@ -89,7 +89,7 @@ class WeightAverage(TrainerCallback):
 
     def _update(self, averaged, current, num_averaged):
         decay = min(self.decay, (1 + int(num_averaged)) / (10 + int(num_averaged)))
-        torch._foreach_lerp_(averaged, current, 1 - decay)
+        torch._foreach_lerp_(averaged, current, 1 - decay)  # as torch's own get_ema_multi_avg_fn does
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.average = AveragedModel(model, multi_avg_fn=self._update)
@@ -99,7 +99,8 @@ class WeightAverage(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         with torch.no_grad():
-            torch._foreach_copy_(list(model.parameters()), list(self.average.module.parameters()))
+            for weight, averaged in zip(model.parameters(), self.average.module.parameters(), strict=True):
+                weight.copy_(averaged)
         self.average = None
 
 
