@@ -1,23 +1,18 @@
 """The weight average (`ema_decay`): what the round's model is after training with it."""
 
-import random
-
 import pytest
 import torch
-from datasets import Dataset
+from transformers import TrainerCallback
 
 from si_hf.config import Recipe
-from si_hf.data import tokenize
+from si_hf.data import base_dataset, tokenize
 from si_hf.errors import RecipeError
 from si_hf.tasks import get_task
 from si_hf.training import make_trainer
 
 
 def _copy_rows(tokenizer, n):
-    task, rng = get_task("copy"), random.Random(0)
-    problems = [task.sample(rng.choice([1, 2, 3, 4]), rng) for _ in range(n)]
-    return tokenize(Dataset.from_dict({"prompt": [task.prompt(p) for p in problems],
-                                       "completion": [task.answer(p) for p in problems]}), tokenizer)
+    return tokenize(base_dataset(get_task("copy"), 1, 4, n, seed=0, exclude=set()), tokenizer)
 
 
 def _recipe(**overrides):
@@ -25,14 +20,11 @@ def _recipe(**overrides):
                   learning_rate=3e-3, logging_steps=1, disable_tqdm=True, report_to="none", **overrides)
 
 
-class RecordWeights:
-    """A callback that keeps the weights after every optimizer step (it runs before the average's)."""
+class RecordWeights(TrainerCallback):
+    """Keeps the weights after every optimizer step (it runs before the average's)."""
 
     def __init__(self):
         self.steps = []
-
-    def __getattr__(self, name):  # the Trainer calls every event; only on_step_end records
-        return lambda *args, **kwargs: None
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.steps.append([p.detach().clone() for p in model.parameters()])
