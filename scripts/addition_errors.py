@@ -4,6 +4,12 @@ summing to 9 just below that digit, the place where the carry depends on pairs f
 
     python scripts/addition_errors.py --model runs/fa-base12000/seed-0/round-0/model --levels 6,8
 
+With `--by_nine_run` it prints instead, per level, how often sums are wrong by the longest run of
+digit pairs summing to 9 they hold anywhere: whether a model fails only past some run length, which
+longer sums hold more often.
+
+    python scripts/addition_errors.py --model runs/fa-base12000/seed-0/round-0/model --levels 8,12 --by_nine_run
+
 Analysis only: it compares the model's answers with the truth on the checkpoint's held-out sets.
 Random digits put such a pair below any given place one time in ten.
 """
@@ -20,6 +26,27 @@ def nine_run_below(a: int, b: int, place: int) -> int:
     while run >= 0 and (a // 10**run) % 10 + (b // 10**run) % 10 == 9:
         run -= 1
     return place - 1 - run
+
+
+def longest_nine_run(a: int, b: int) -> int:
+    """The longest run of places where a's and b's digits sum to 9 (the places a carry passes through)."""
+    longest = run = 0
+    while a or b:
+        run = run + 1 if a % 10 + b % 10 == 9 else 0
+        longest = max(longest, run)
+        a, b = a // 10, b // 10
+    return longest
+
+
+def nine_run_rows(problems, completions, truths, cap: int = 5) -> list[dict]:
+    """Problems and wrong answers by the sum's longest 9-run (runs of `cap` or more counted together)."""
+    rows = {}
+    for problem, completion, truth in zip(problems, completions, truths):
+        run = min(longest_nine_run(*problem.operands), cap)
+        row = rows.setdefault(run, {"longest 9-run": f"{run}+" if run == cap else str(run), "problems": 0, "wrong": 0})
+        row["problems"] += 1
+        row["wrong"] += completion != truth
+    return [rows[run] for run in sorted(rows)]
 
 
 def error_row(task, problems, completions) -> dict:
@@ -53,15 +80,24 @@ def main(argv=None):
     parser.add_argument("--levels", required=True, type=digit_counts, help="comma-separated digit counts, e.g. 6,8")
     parser.add_argument("--eval_size", type=int, default=1000)
     parser.add_argument("--num_threads", type=int, default=2)
+    parser.add_argument("--by_nine_run", action="store_true",
+                        help="count problems and wrong answers by the longest 9-run of each sum")
     args = parser.parse_args(argv)
     model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
     if not task.plants_carry_runs:
         raise SystemExit(f"{task.name} is not an addition task")
-    print("| level | problems | wrong | off by one carry | with a 9-run below |\n|---|---|---|---|---|")
+    if args.by_nine_run:
+        print("| level | longest 9-run | problems | wrong |\n|---|---|---|---|")
+    else:
+        print("| level | problems | wrong | off by one carry | with a 9-run below |\n|---|---|---|---|---|")
     for level in args.levels:
         problems, answers = held_out_answers(model, tokenizer, task, level, args.eval_size)
-        row = error_row(task, problems, answers)
-        print(f"| {level} | " + " | ".join(str(v) for v in row.values()) + " |")
+        if args.by_nine_run:
+            rows = nine_run_rows(problems, answers, [task.answer(p) for p in problems])
+        else:
+            rows = [error_row(task, problems, answers)]
+        for row in rows:
+            print(f"| {level} | " + " | ".join(str(v) for v in row.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,20 @@ def test_addition_errors_counts_carry_errors_at_a_nine_run():
         ERRORS["main"](["--model", "unused", "--levels", "6,eight"])
 
 
+def test_addition_errors_counts_wrong_sums_by_their_longest_nine_run():
+    assert ERRORS["longest_nine_run"](1234, 4321) == 0
+    assert ERRORS["longest_nine_run"](1295, 4305) == 1  # 9+0 at the hundreds, between 5+5 and 2+3
+    assert ERRORS["longest_nine_run"](45127, 54872) == 5  # every place sums to 9
+    assert ERRORS["longest_nine_run"](91, 8) == 2  # 1+8, then 9 over the missing digit, a 0
+    problems = [Problem(4, (1234, 4321)), Problem(4, (1295, 4305)),
+                Problem(4, (4512, 5487)), Problem(5, (45127, 54872))]
+    truths = ["5555", "5600", "9999", "99999"]
+    rows = ERRORS["nine_run_rows"](problems, ["5555", "5500", "9999", "99998"], truths, cap=4)
+    assert rows == [{"longest 9-run": "0", "problems": 1, "wrong": 0},
+                    {"longest 9-run": "1", "problems": 1, "wrong": 1},
+                    {"longest 9-run": "4+", "problems": 2, "wrong": 1}]
+
+
 def test_addition_errors_reads_a_saved_round(saved_round):
     task, round_dir = saved_round
     argv = ["--model", str(round_dir / "model"), "--levels", "2,3", "--eval_size", "8", "--num_threads", "1"]
@@ -136,6 +150,9 @@ def test_addition_errors_reads_a_saved_round(saved_round):
         return
     rows = _printed_rows(ERRORS["main"], argv)
     assert [row[0] for row in rows] == ["| 2", "| 3"] and all(row[1] == "8" for row in rows)
+    by_run = _printed_rows(ERRORS["main"], argv + ["--by_nine_run"])
+    for level in ("| 2", "| 3"):  # each level's rows count its 8 problems once
+        assert sum(int(row[2]) for row in by_run if row[0] == level) == 8
 
 
 SHAPES = runpy.run_path(str(REPO_ROOT / "scripts" / "multiplication_shapes.py"))
