@@ -18,6 +18,7 @@ import argparse
 
 import si_hf  # noqa: F401  (registers the Auto classes)
 from si_hf.evaluation import held_out_answers, load_for_analysis
+from si_hf.tasks.addition import longest_nine_run
 
 
 def nine_run_below(a: int, b: int, place: int) -> int:
@@ -26,16 +27,6 @@ def nine_run_below(a: int, b: int, place: int) -> int:
     while run >= 0 and (a // 10**run) % 10 + (b // 10**run) % 10 == 9:
         run -= 1
     return place - 1 - run
-
-
-def longest_nine_run(a: int, b: int) -> int:
-    """The longest run of places where a's and b's digits sum to 9 (the places a carry passes through)."""
-    longest = run = 0
-    while a or b:
-        run = run + 1 if a % 10 + b % 10 == 9 else 0
-        longest = max(longest, run)
-        a, b = a // 10, b // 10
-    return longest
 
 
 def nine_run_rows(problems, completions, truths, cap: int = 5) -> list[dict]:

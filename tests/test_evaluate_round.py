@@ -155,6 +155,46 @@ def test_addition_errors_reads_a_saved_round(saved_round):
         assert sum(int(row[2]) for row in by_run if row[0] == level) == 8
 
 
+KEPT = runpy.run_path(str(REPO_ROOT / "scripts" / "kept_nine_runs.py"))
+
+
+def _kept_run(tmp_path, task_name, prompts_by_round) -> Path:
+    """A run directory with a recipe and each round's kept rows (round 0, the base's data, left out)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(f"task: {task_name}\n")
+    task = get_task(task_name)
+    for k, prompts in prompts_by_round.items():
+        rows = [{"prompt": p, "completion": "0", "level": task.parse(p).level, "round": k, "correct": True}
+                for p in prompts]
+        Dataset.from_list(rows, features=round_features(task)).save_to_disk(str(run / f"round-{k}" / "data"))
+    return run
+
+
+def test_kept_nine_runs_compares_kept_sums_with_fresh_draws(tmp_path):
+    # 12+34: no 9-pair; 45+54: two places summing to 9; 19+70: one (9+0 at the ones).
+    run = _kept_run(tmp_path, "forward_addition", {1: ["12+34=", "45+54=", "19+70="], 2: ["123+456="]})
+    rows = _printed_rows(KEPT["main"], ["--run", str(run), "--draws", "50"])
+    kept = [row for row in rows if row[2] == "kept"]
+    assert [(row[0], row[1], row[3]) for row in kept] == [("| 1", "2", "3"), ("| 2", "3", "1")]
+    assert kept[0][4:] == ["0.333", "0.333", "0.333", "0.000 |"]
+    fresh = [row for row in rows if row[2] == "fresh draws"]
+    assert [row[3] for row in fresh] == ["50", "50"]
+    assert abs(sum(float(x.strip(" |")) for x in fresh[0][4:]) - 1) < 1e-6
+    assert rows == _printed_rows(KEPT["main"], ["--run", str(run), "--draws", "50"])  # the same draws each time
+
+
+def test_kept_nine_runs_refuses_what_it_cannot_read(tmp_path):
+    with pytest.raises(SystemExit, match="no recipe.yaml"):
+        KEPT["main"](["--run", str(tmp_path)])
+    run = _kept_run(tmp_path, "copy", {})
+    with pytest.raises(SystemExit, match="copy is not an addition task"):
+        KEPT["main"](["--run", str(run)])
+    (run / "recipe.yaml").write_text("task: forward_addition\n")
+    with pytest.raises(SystemExit, match="no finished round past round 0"):
+        KEPT["main"](["--run", str(run)])
+
+
 SHAPES = runpy.run_path(str(REPO_ROOT / "scripts" / "multiplication_shapes.py"))
 
 

@@ -7,6 +7,17 @@
 from .base import Problem, Task, cut_points, random_number, register_task
 
 
+def longest_nine_run(a: int, b: int) -> int:
+    """The longest run of places where a's and b's digits sum to 9: the places a carry passes through,
+    where a forward sum must look further down to know its digit."""
+    longest = run = 0
+    while a or b:
+        run = run + 1 if a % 10 + b % 10 == 9 else 0
+        longest = max(longest, run)
+        a, b = a // 10, b // 10
+    return longest
+
+
 class _Addition(Task):
     def sample(self, level, rng):
         return Problem(level, (random_number(level, rng), random_number(level, rng)))
