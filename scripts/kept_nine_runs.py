@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from datasets import load_from_disk
 
+from si_hf.manifest import finished_rounds
 from si_hf.records import round_dir
 from si_hf.tasks import get_task
 from si_hf.tasks.addition import longest_nine_run
@@ -27,13 +28,16 @@ def nine_run_shares(problems, cap: int = 3) -> list[float]:
 
 
 def kept_by_level(run: Path, task) -> dict[tuple[int, int], list]:
-    """{(round, level): kept problems} for rounds 1, 2, ... of a run (round 0 is the base's true data)."""
-    kept, k = {}, 1
-    while (round_dir(run, k) / "data").is_dir():
-        for prompt in load_from_disk(str(round_dir(run, k) / "data"))["prompt"]:
-            problem = task.parse(prompt)
-            kept.setdefault((k, problem.level), []).append(problem)
-        k += 1
+    """{(round, level): kept problems} for the finished rounds past round 0 (the base's true data); only
+    each round's own rows."""
+    kept = {}
+    for k in finished_rounds(run):
+        if k == 0:
+            continue
+        for row in load_from_disk(str(round_dir(run, k) / "data")).select_columns(["prompt", "round"]):
+            if row["round"] == k:
+                problem = task.parse(row["prompt"])
+                kept.setdefault((k, problem.level), []).append(problem)
     return kept
 
 

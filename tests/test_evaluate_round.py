@@ -12,6 +12,7 @@ import pytest
 from datasets import Dataset
 
 from si_hf.data import round_features
+from si_hf.manifest import write_manifest
 from si_hf.tasks import TASKS, Problem, get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -158,8 +159,9 @@ def test_addition_errors_reads_a_saved_round(saved_round):
 KEPT = runpy.run_path(str(REPO_ROOT / "scripts" / "kept_nine_runs.py"))
 
 
-def _kept_run(tmp_path, task_name, prompts_by_round) -> Path:
-    """A run directory with a recipe and each round's kept rows (round 0, the base's data, left out)."""
+def _kept_run(tmp_path, task_name, prompts_by_round, unfinished=()) -> Path:
+    """A run directory with a recipe and each round's kept rows (round 0, the base's data, left out);
+    the rounds in `unfinished` get no manifest."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "recipe.yaml").write_text(f"task: {task_name}\n")
@@ -168,14 +170,18 @@ def _kept_run(tmp_path, task_name, prompts_by_round) -> Path:
         rows = [{"prompt": p, "completion": "0", "level": task.parse(p).level, "round": k, "correct": True}
                 for p in prompts]
         Dataset.from_list(rows, features=round_features(task)).save_to_disk(str(run / f"round-{k}" / "data"))
+        if k not in unfinished:
+            write_manifest(run / f"round-{k}", k, {})
     return run
 
 
 def test_kept_nine_runs_compares_kept_sums_with_fresh_draws(tmp_path):
     # 12+34: no 9-pair; 45+54: two places summing to 9; 19+70: one (9+0 at the ones).
-    run = _kept_run(tmp_path, "forward_addition", {1: ["12+34=", "45+54=", "19+70="], 2: ["123+456="]})
+    run = _kept_run(tmp_path, "forward_addition", {1: ["12+34=", "45+54=", "19+70="], 2: ["123+456="],
+                                                   3: ["1234+5678="]}, unfinished={3})
     rows = _printed_rows(KEPT["main"], ["--run", str(run), "--draws", "50"])
     kept = [row for row in rows if row[2] == "kept"]
+    # round 3 has no manifest: not finished, not counted
     assert [(row[0], row[1], row[3]) for row in kept] == [("| 1", "2", "3"), ("| 2", "3", "1")]
     assert kept[0][4:] == ["0.333", "0.333", "0.333", "0.000 |"]
     fresh = [row for row in rows if row[2] == "fresh draws"]
