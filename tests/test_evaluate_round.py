@@ -156,6 +156,37 @@ def test_addition_errors_reads_a_saved_round(saved_round):
         assert sum(int(row[2]) for row in by_run if row[0] == level) == 8
 
 
+MAZE_ERRORS = runpy.run_path(str(REPO_ROOT / "scripts" / "maze_errors.py"))
+
+
+def test_maze_errors_sorts_wrong_paths_by_where_they_leave_the_true_one():
+    prompt, truth = "5>3#12:5,3,7-3:12-7:12-5:12=", "5>12>3"  # the path 5-12-3, and 7 on 12
+    kinds = {"5>12>3": "right", "7>12>3": "wrong start", "5>12>7": "turns along an edge",
+             "5>3": "jumps to E", "5>7>3": "jumps elsewhere", "5>12": "stops short of E",
+             "5>12>3>12": "runs past E", "5>>3": "malformed"}
+    for completion, kind in kinds.items():
+        assert MAZE_ERRORS["error_kind"](prompt, completion, truth) == kind, completion
+    row = MAZE_ERRORS["error_row"]([prompt] * 3, ["5>12>3", "5>3", "5>3"], [truth] * 3)
+    assert row["problems"] == 3 and row["right"] == 1 and row["jumps to E"] == 2
+    assert sum(row[k] for k in MAZE_ERRORS["KINDS"]) == 3
+    with pytest.raises(SystemExit):
+        MAZE_ERRORS["main"](["--model", "unused", "--levels", "2,three"])
+
+
+def test_maze_errors_reads_a_saved_round(saved_round):
+    task, round_dir = saved_round
+    lo, hi = RANGES.get(task.name, (1, 3))
+    argv = ["--model", str(round_dir / "model"), "--levels", f"{lo},{hi}", "--eval_size", "8", "--num_threads", "1"]
+    if not task.name.startswith("maze"):
+        with pytest.raises(SystemExit, match=f"{task.name} is not a maze task"):
+            MAZE_ERRORS["main"](argv)
+        return
+    rows = _printed_rows(MAZE_ERRORS["main"], argv)
+    assert [row[0] for row in rows] == [f"| {lo}", f"| {hi}"]
+    for row in rows:  # every one of a level's 8 answers falls in exactly one kind
+        assert row[1] == "8" and sum(int(cell.strip(" |")) for cell in row[2:]) == 8
+
+
 KEPT = runpy.run_path(str(REPO_ROOT / "scripts" / "kept_nine_runs.py"))
 
 

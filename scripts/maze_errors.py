@@ -1,0 +1,74 @@
+"""How a maze model goes wrong: for each level, its held-out answers sorted by the first node where
+each wrong path leaves the true one. Does the model read the tree and take a wrong turn (a real edge),
+jump to a node it has no edge to (E itself, skipping the middle, or another), stop short of E, or run on
+past it?
+
+    python scripts/maze_errors.py --model runs/maze15-base2only/seed-0/round-0/model --levels 2,3
+
+Analysis only: it compares the model's answers with the true paths on the checkpoint's held-out sets.
+"""
+
+import argparse
+
+import si_hf  # noqa: F401  (registers the Auto classes)
+from si_hf.evaluation import held_out_answers, load_for_analysis
+from si_hf.tasks.maze import parse_path, parse_prompt
+
+KINDS = ("right", "wrong start", "turns along an edge", "jumps to E", "jumps elsewhere",
+         "stops short of E", "runs past E", "malformed")
+
+
+def error_kind(prompt: str, completion: str, truth: str) -> str:
+    """Which of KINDS a completion is, judged at the first node where it leaves the true path."""
+    if completion == truth:
+        return "right"
+    nodes = parse_path(completion)
+    if nodes is None:
+        return "malformed"
+    path = parse_path(truth)
+    start, end, entries = parse_prompt(prompt)
+    i = next((j for j, (a, b) in enumerate(zip(nodes, path)) if a != b), min(len(nodes), len(path)))
+    if i == 0:
+        return "wrong start"
+    if i == len(nodes):
+        return "stops short of E"
+    if i == len(path):
+        return "runs past E"
+    if nodes[i] in dict(entries).get(nodes[i - 1], ()):
+        return "turns along an edge"
+    return "jumps to E" if nodes[i] == end else "jumps elsewhere"
+
+
+def error_row(prompts, completions, truths) -> dict:
+    row = {"problems": len(prompts), **dict.fromkeys(KINDS, 0)}
+    for prompt, completion, truth in zip(prompts, completions, truths):
+        row[error_kind(prompt, completion, truth)] += 1
+    return row
+
+
+def levels(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of levels") from None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a round's model/ directory")
+    parser.add_argument("--levels", required=True, type=levels, help="comma-separated levels, e.g. 2,3")
+    parser.add_argument("--eval_size", type=int, default=500)
+    parser.add_argument("--num_threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
+    if not task.name.startswith("maze"):
+        raise SystemExit(f"{task.name} is not a maze task")
+    print("| level | problems | " + " | ".join(KINDS) + " |\n|---|---|" + "---|" * len(KINDS))
+    for level in args.levels:
+        problems, answers = held_out_answers(model, tokenizer, task, level, args.eval_size)
+        row = error_row([task.prompt(p) for p in problems], answers, [task.answer(p) for p in problems])
+        print(f"| {level} | " + " | ".join(str(v) for v in row.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
