@@ -1,7 +1,7 @@
 """How a maze model goes wrong: for each level, its held-out answers sorted by the first node where
 each wrong path leaves the true one. Does the model read the tree and take a wrong turn (a real edge),
-jump to a node it has no edge to (E itself, skipping the middle, or another), stop short of E, or run on
-past it?
+jump to a node it has no edge to (E itself, skipping the middle, a neighbor of E, or another), stop short
+of E, or run on past it?
 
     python scripts/maze_errors.py --model runs/maze15-base2only/seed-0/round-0/model --levels 2,3
 
@@ -14,8 +14,8 @@ import si_hf  # noqa: F401  (registers the Auto classes)
 from si_hf.evaluation import held_out_answers, load_for_analysis
 from si_hf.tasks.maze import parse_path, parse_prompt
 
-KINDS = ("right", "wrong start", "turns along an edge", "jumps to E", "jumps elsewhere",
-         "stops short of E", "runs past E", "malformed")
+KINDS = ("right", "wrong start", "turns along an edge", "jumps to E", "jumps to a neighbor of E",
+         "jumps elsewhere", "stops short of E", "runs past E", "malformed")
 
 
 def error_kind(prompt: str, completion: str, truth: str) -> str:
@@ -34,9 +34,12 @@ def error_kind(prompt: str, completion: str, truth: str) -> str:
         return "stops short of E"
     if i == len(path):
         return "runs past E"
-    if nodes[i] in dict(entries).get(nodes[i - 1], ()):
+    adjacency = dict(entries)
+    if nodes[i] in adjacency.get(nodes[i - 1], ()):
         return "turns along an edge"
-    return "jumps to E" if nodes[i] == end else "jumps elsewhere"
+    if nodes[i] == end:
+        return "jumps to E"
+    return "jumps to a neighbor of E" if nodes[i] in adjacency.get(end, ()) else "jumps elsewhere"
 
 
 def error_row(prompts, completions, truths) -> dict:
