@@ -1,7 +1,9 @@
 """How a maze model goes wrong: for each level, its held-out answers sorted by the first node where
 each wrong path leaves the true one. Does the model read the tree and take a wrong turn (a real edge),
 jump to a node it has no edge to (E itself, skipping the middle, a neighbor of E, or another), stop short
-of E, or run on past it?
+of E, or run on past it? The last column counts the problems where E's best-connected neighbor is the
+true path's node before E: a guess that counts neighbors and never follows a path gets that far on its
+last step.
 
     python scripts/maze_errors.py --model runs/maze15-base2only/seed-0/round-0/model --levels 2,3
 
@@ -16,6 +18,7 @@ from si_hf.tasks.maze import parse_path, parse_prompt
 
 KINDS = ("right", "wrong start", "turns along an edge", "jumps to E", "jumps to a neighbor of E",
          "jumps elsewhere", "stops short of E", "runs past E", "malformed")
+HUB = "E's best-connected neighbor is next to E on the path"
 
 
 def error_kind(prompt: str, completion: str, truth: str) -> str:
@@ -42,10 +45,20 @@ def error_kind(prompt: str, completion: str, truth: str) -> str:
     return "jumps to a neighbor of E" if nodes[i] in adjacency.get(end, ()) else "jumps elsewhere"
 
 
+def hub_is_next_to_end(prompt: str, truth: str) -> bool:
+    """Whether E's best-connected neighbor (strictly the most neighbors) is the true path's node before E."""
+    _, end, entries = parse_prompt(prompt)
+    adjacency = dict(entries)
+    degrees = sorted(((len(adjacency[v]), v) for v in adjacency[end]), reverse=True)
+    unique = len(degrees) == 1 or degrees[0][0] > degrees[1][0]
+    return unique and degrees[0][1] == parse_path(truth)[-2]
+
+
 def error_row(prompts, completions, truths) -> dict:
-    row = {"problems": len(prompts), **dict.fromkeys(KINDS, 0)}
+    row = {"problems": len(prompts), **dict.fromkeys(KINDS, 0), HUB: 0}
     for prompt, completion, truth in zip(prompts, completions, truths):
         row[error_kind(prompt, completion, truth)] += 1
+        row[HUB] += hub_is_next_to_end(prompt, truth)
     return row
 
 
@@ -66,7 +79,7 @@ def main(argv=None):
     model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
     if not task.name.startswith("maze"):
         raise SystemExit(f"{task.name} is not a maze task")
-    print("| level | problems | " + " | ".join(KINDS) + " |\n|---|---|" + "---|" * len(KINDS))
+    print("| level | problems | " + " | ".join(KINDS) + f" | {HUB} |\n|---|---|" + "---|" * (len(KINDS) + 1))
     for level in args.levels:
         problems, answers = held_out_answers(model, tokenizer, task, level, args.eval_size)
         row = error_row([task.prompt(p) for p in problems], answers, [task.answer(p) for p in problems])

@@ -169,6 +169,8 @@ def test_maze_errors_sorts_wrong_paths_by_where_they_leave_the_true_one():
         assert MAZE_ERRORS["error_kind"](prompt, completion, truth) == kind, completion
     row = MAZE_ERRORS["error_row"]([prompt] * 3, ["5>12>3", "5>3", "5>3"], [truth] * 3)
     assert row["problems"] == 3 and row["right"] == 1 and row["jumps to E"] == 2
+    assert row[MAZE_ERRORS["HUB"]] == 3  # E=3's neighbors: 12 (3 neighbors) on the path, 9 (1) off it
+    assert not MAZE_ERRORS["hub_is_next_to_end"]("5>3#12:5,3-3:12,9-9:3,7-7:9-5:12=", "5>12>3")  # 12 and 9 tie
     assert sum(row[k] for k in MAZE_ERRORS["KINDS"]) == 3
     with pytest.raises(SystemExit):
         MAZE_ERRORS["main"](["--model", "unused", "--levels", "2,three"])
@@ -185,7 +187,7 @@ def test_maze_errors_reads_a_saved_round(saved_round):
     rows = _printed_rows(MAZE_ERRORS["main"], argv)
     assert [row[0] for row in rows] == [f"| {lo}", f"| {hi}"]
     for row in rows:  # every one of a level's 8 answers falls in exactly one kind
-        assert row[1] == "8" and sum(int(cell.strip(" |")) for cell in row[2:]) == 8
+        assert row[1] == "8" and sum(int(cell.strip(" |")) for cell in row[2:-1]) == 8
 
 
 KEPT = runpy.run_path(str(REPO_ROOT / "scripts" / "kept_nine_runs.py"))
