@@ -14,10 +14,8 @@ Analysis only: it compares the model's answers with the truth on the checkpoint'
 Random digits put such a pair below any given place one time in ten.
 """
 
-import argparse
-
 import si_hf  # noqa: F401  (registers the Auto classes)
-from si_hf.evaluation import held_out_answers, load_for_analysis
+from si_hf.evaluation import analysis_arguments, held_out_answers, int_list, load_for_analysis
 from si_hf.tasks.addition import longest_nine_run
 
 
@@ -58,19 +56,9 @@ def error_row(task, problems, completions) -> dict:
     return row
 
 
-def digit_counts(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of digit counts") from None
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a round's model/ directory")
-    parser.add_argument("--levels", required=True, type=digit_counts, help="comma-separated digit counts, e.g. 6,8")
-    parser.add_argument("--eval_size", type=int, default=1000)
-    parser.add_argument("--num_threads", type=int, default=2)
+    parser = analysis_arguments(__doc__, eval_size=1000)
+    parser.add_argument("--levels", required=True, type=int_list, help="comma-separated digit counts, e.g. 6,8")
     parser.add_argument("--by_nine_run", action="store_true",
                         help="count problems and wrong answers by the longest 9-run of each sum")
     args = parser.parse_args(argv)

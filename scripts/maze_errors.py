@@ -10,10 +10,8 @@ last step.
 Analysis only: it compares the model's answers with the true paths on the checkpoint's held-out sets.
 """
 
-import argparse
-
 import si_hf  # noqa: F401  (registers the Auto classes)
-from si_hf.evaluation import held_out_answers, load_for_analysis
+from si_hf.evaluation import analysis_arguments, held_out_answers, int_list, load_for_analysis
 from si_hf.tasks.maze import parse_path, parse_prompt
 
 KINDS = ("right", "wrong start", "turns along an edge", "jumps to E", "jumps to a neighbor of E",
@@ -62,19 +60,9 @@ def error_row(prompts, completions, truths) -> dict:
     return row
 
 
-def levels(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of levels") from None
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a round's model/ directory")
-    parser.add_argument("--levels", required=True, type=levels, help="comma-separated levels, e.g. 2,3")
-    parser.add_argument("--eval_size", type=int, default=500)
-    parser.add_argument("--num_threads", type=int, default=2)
+    parser = analysis_arguments(__doc__, eval_size=500)
+    parser.add_argument("--levels", required=True, type=int_list, help="comma-separated levels, e.g. 2,3")
     args = parser.parse_args(argv)
     model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
     if not task.name.startswith("maze"):

@@ -11,7 +11,7 @@ answer template of a pair (`cot_template`): digits where digits go, `+ ( ) =` wh
 import argparse
 
 import si_hf  # noqa: F401  (registers the Auto classes)
-from si_hf.evaluation import held_out_answers, load_for_analysis
+from si_hf.evaluation import analysis_arguments, held_out_answers, load_for_analysis
 from si_hf.tasks.multiplication import cot_template
 
 COLUMNS = ("problems", "right", "own shape", "a one digit shorter", "b one digit shorter", "both one digit shorter",
@@ -49,11 +49,8 @@ def digit_pairs(text: str) -> list[tuple[int, int]]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a round's model/ directory")
+    parser = analysis_arguments(__doc__, eval_size=200)
     parser.add_argument("--pairs", required=True, type=digit_pairs, help="comma-separated pairs, e.g. 4x1,1x4")
-    parser.add_argument("--eval_size", type=int, default=200)
-    parser.add_argument("--num_threads", type=int, default=2)
     args = parser.parse_args(argv)
     model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
     if task.name != "multiplication":

@@ -1,5 +1,6 @@
 """Per-level exact match on the held-out sets, computed by the shipped `evaluate` metric."""
 
+import argparse
 import os
 
 import evaluate
@@ -48,6 +49,24 @@ def evaluate_levels(model, tokenizer, task: Task, eval_sets: dict, batch_size=10
     result["by_level"] = {levels[i]: acc for i, acc in result["by_level"].items()}
     result["count_by_level"] = {levels[i]: n for i, n in result["count_by_level"].items()}
     return result
+
+
+def analysis_arguments(doc: str, eval_size: int) -> argparse.ArgumentParser:
+    """The arguments every analysis script of a round's model takes: the model, problems per level and
+    threads; `doc`'s first paragraph describes the script."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a round's model/ directory")
+    parser.add_argument("--eval_size", type=int, default=eval_size, help="held-out problems per level")
+    parser.add_argument("--num_threads", type=int, default=2)
+    return parser
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of whole numbers, e.g. `6,8`."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
 def load_for_analysis(path, num_threads: int):
