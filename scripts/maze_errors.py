@@ -27,7 +27,7 @@ def error_kind(prompt: str, completion: str, truth: str) -> str:
     if nodes is None:
         return "malformed"
     path = parse_path(truth)
-    start, end, entries = parse_prompt(prompt)
+    _, end, entries = parse_prompt(prompt)
     i = next((j for j, (a, b) in enumerate(zip(nodes, path)) if a != b), min(len(nodes), len(path)))
     if i == 0:
         return "wrong start"
