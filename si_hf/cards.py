@@ -20,6 +20,7 @@ CARD_FILE = "README.md"
 TEMPLATES = "si_hf.model_cards"
 # Recipe fields that name this machine's files, not what was computed: left out of published recipes.
 LOCAL_FIELDS = ("output_dir", "overwrite_output_dir", "num_threads")
+ENCODING_NAMES = {"nope": "no positional encoding (NoPE)", "rope": "RoPE", "alibi": "ALiBi"}  # as a card writes them
 
 
 def png_bytes(fig) -> bytes:
@@ -109,7 +110,7 @@ def render_model_card(recipe: dict, summary: list[RoundRecord], k: int, model_di
         levels_trained=record.levels_trained, frontier=record.frontier,
         threshold=recipe.get("frontier_threshold"), labels=_labels_text(record.labels),
         num_hidden_layers=recipe.get("num_hidden_layers"), hidden_size=recipe.get("hidden_size"),
-        position_encoding={"nope": "no positional encoding (NoPE)", "rope": "RoPE"}.get(encoding, encoding),
+        position_encoding=ENCODING_NAMES.get(encoding, encoding),
         num_parameters=count_parameters(model_dir), pretrained=recipe.get("model_name_or_path"),
         lora_r=recipe.get("lora_r"), plot_file=PLOT_FILE, level_map_file=LEVEL_MAP_FILE,
         summary_table=summary_table(summary),

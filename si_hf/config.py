@@ -14,6 +14,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .errors import RecipeError
+from .modeling.configuration_si import POSITION_ENCODINGS
 from .tracking import TRACKED, reporters
 
 # Marks in a field's metadata (kept out of argparse by RecipeParser):
@@ -41,7 +42,7 @@ class Recipe:
     hidden_size: int = 384
     num_attention_heads: int = 6
     intermediate_size: int = 1536
-    position_encoding: str = field(default="nope", metadata={"help": "nope or rope."})
+    position_encoding: str = field(default="nope", metadata={"help": "nope, rope or alibi."})
 
     # Or a pretrained start (si_hf.pretrained): any AutoModelForCausalLM checkpoint, its vocabulary cut to the
     # task's characters; the model fields above are then unused. Optional LoRA (peft), merged every round.
@@ -230,7 +231,7 @@ def _model_rows(r: Recipe):
             ("hidden_size", heads_ok and r.hidden_size % r.num_attention_heads == 0,
              "must be divisible by num_attention_heads"),
             ("intermediate_size", r.intermediate_size > 0, "must be positive"),
-            ("position_encoding", r.position_encoding in ("nope", "rope"), "must be 'nope' or 'rope'"),
+            ("position_encoding", r.position_encoding in POSITION_ENCODINGS, f"must be one of {POSITION_ENCODINGS}"),
             ("lora_r", r.lora_r >= 0, "must be an integer >= 0"),
             ("lora_r", not r.lora_r or bool(r.model_name_or_path),
              "LoRA needs a pretrained start (model_name_or_path)"),

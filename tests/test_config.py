@@ -111,7 +111,7 @@ def test_unknown_command_line_argument():
     (["--eval_min_level", "9", "--eval_max_level", "3"], "eval_min_level"),
     (["--task", "revers"], "task"),
     (["--filters", "lenght"], "filters"),
-    (["--position_encoding", "alibi"], "position_encoding"),
+    (["--position_encoding", "fire"], "position_encoding"),
     (["--labeler", "beam"], "labeler"),
     (["--hidden_size", "100", "--num_attention_heads", "6"], "hidden_size"),
     (["--base_steps", "0"], "base_steps"),

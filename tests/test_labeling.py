@@ -23,7 +23,7 @@ def _label(model, tokenizer, prompts, bounds, **kwargs):
 
 
 @pytest.mark.parametrize("name", ["copy", "reverse_addition"])
-@pytest.mark.parametrize("position_encoding", ["nope", "rope"])
+@pytest.mark.parametrize("position_encoding", ["nope", "rope", "alibi"])
 def test_fast_equals_generate_random_model(make_model, tokenizer, name, position_encoding):
     model = make_model(position_encoding=position_encoding, initializer_range=0.2)
     task, prompts, bounds = _prompts(name, [1, 2, 3, 5, 8], 60)

@@ -10,6 +10,7 @@ from transformers.cache_utils import DynamicCache
 
 import si_hf  # noqa: F401  (registers the Auto classes)
 from si_hf import SIConfig, SIForCausalLM, SIModel
+from si_hf.modeling.modeling_si import alibi_mask, alibi_slopes
 
 PROMPTS = ["7=", "123=", "4567890=", "12+345="]
 
@@ -18,7 +19,7 @@ def _batch(tokenizer, prompts):
     return tokenizer(prompts, padding=True, return_tensors="pt")
 
 
-@pytest.mark.parametrize("position_encoding", ["nope", "rope"])
+@pytest.mark.parametrize("position_encoding", ["nope", "rope", "alibi"])
 @pytest.mark.parametrize("norm_type", ["rmsnorm", "layernorm"])
 def test_forward_backward(make_model, tokenizer, position_encoding, norm_type):
     model = make_model(position_encoding=position_encoding, norm_type=norm_type).train()
@@ -46,7 +47,7 @@ def test_config_defaults_and_validation():
     assert cfg.head_dim == 64 and cfg.position_encoding == "nope" and not cfg.tie_word_embeddings
     assert SIConfig(hidden_size=32, num_attention_heads=4).head_dim == 8
     with pytest.raises(ValueError, match="position_encoding"):
-        SIConfig(position_encoding="alibi")
+        SIConfig(position_encoding="fire")
     with pytest.raises(ValueError, match="norm_type"):
         SIConfig(norm_type="batchnorm")
 
@@ -68,7 +69,7 @@ def test_logits_to_keep(make_model, tokenizer):
     torch.testing.assert_close(last[:, 0], full[:, -1])
 
 
-@pytest.mark.parametrize("position_encoding", ["nope", "rope"])
+@pytest.mark.parametrize("position_encoding", ["nope", "rope", "alibi"])
 def test_generate_cache_matches_no_cache(make_model, tokenizer, position_encoding):
     model = make_model(position_encoding=position_encoding, initializer_range=0.2)
     batch = _batch(tokenizer, PROMPTS)
@@ -90,7 +91,7 @@ def test_generate_cache_matches_no_cache(make_model, tokenizer, position_encodin
     assert torch.equal(cached, uncached)
 
 
-@pytest.mark.parametrize("position_encoding", ["nope", "rope"])
+@pytest.mark.parametrize("position_encoding", ["nope", "rope", "alibi"])
 def test_left_padding_matches_unpadded(make_model, tokenizer, position_encoding):
     model = make_model(position_encoding=position_encoding, initializer_range=0.2)
     batch = _batch(tokenizer, PROMPTS)
@@ -127,6 +128,32 @@ def test_rope_is_position_sensitive(make_model, tokenizer):
     assert not torch.allclose(nope(input_ids=ids).logits, right, atol=1e-3)
 
 
+def test_alibi_mask_penalizes_distance():
+    """Each head's bias is minus its slope times the distance to the key, -inf on future keys; after a
+    cache the rows are the last queries'; a padded key is -inf whatever its distance."""
+    slopes = alibi_slopes(4)
+    torch.testing.assert_close(slopes, torch.tensor([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8]))
+    full = alibi_mask(None, 5, 0, 4, "cpu")
+    assert full.shape == (1, 4, 5, 5)
+    for h in range(4):
+        for i in range(5):
+            for j in range(5):
+                expected = -slopes[h] * (i - j) if j <= i else float("-inf")
+                assert full[0, h, i, j].item() == pytest.approx(expected)
+    torch.testing.assert_close(alibi_mask(None, 2, 3, 4, "cpu"), full[:, :, 3:])
+    padded = alibi_mask(torch.tensor([[0, 1, 1, 1, 1]]), 5, 0, 4, "cpu")
+    assert torch.isinf(padded[0, :, 1:, 0]).all() and torch.equal(padded[0, :, 1:, 1:], full[0, :, 1:, 1:])
+
+
+def test_alibi_changes_what_nope_computes(make_model, tokenizer):
+    """The same weights (same seed, no position parameters) give other logits once ALiBi is on."""
+    ids = tokenizer(["4567890="], return_tensors="pt")["input_ids"]
+    nope = make_model(initializer_range=0.2)
+    alibi = make_model(initializer_range=0.2, position_encoding="alibi")
+    assert all(torch.equal(a, b) for a, b in zip(alibi.state_dict().values(), nope.state_dict().values()))
+    assert not torch.allclose(alibi(input_ids=ids).logits, nope(input_ids=ids).logits, atol=1e-3)
+
+
 def test_multi_token_step_with_cache(make_model, tokenizer):
     model = make_model(initializer_range=0.2)
     ids = tokenizer(["1234567="], return_tensors="pt")["input_ids"]
@@ -137,10 +164,7 @@ def test_multi_token_step_with_cache(make_model, tokenizer):
     torch.testing.assert_close(rest, full[:, 5:], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("position_encoding", [
-    "nope",
-    "rope",
-])
+@pytest.mark.parametrize("position_encoding", ["nope", "rope", "alibi"])
 def test_save_and_load_through_auto_classes(make_model, tmp_path, position_encoding):
     model = make_model(position_encoding=position_encoding, initializer_range=0.1)
     model.save_pretrained(tmp_path)

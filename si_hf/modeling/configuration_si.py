@@ -8,6 +8,8 @@ AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_si.SIForCausalLM",
 }
 
+POSITION_ENCODINGS = ("nope", "rope", "alibi")
+
 
 class SIConfig(PretrainedConfig):
     r"""
@@ -21,7 +23,8 @@ class SIConfig(PretrainedConfig):
         num_hidden_layers: number of decoder layers.
         num_attention_heads: attention heads; `head_dim` defaults to `hidden_size // num_attention_heads`.
         head_dim: width of one attention head.
-        position_encoding: `"nope"` (causal attention alone carries position) or `"rope"`.
+        position_encoding: `"nope"` (causal attention alone carries position), `"rope"`, or `"alibi"`
+            (a fixed penalty on attention that grows with distance, one slope per head; no parameters).
         rope_theta: base of the rotary frequencies when `position_encoding="rope"`.
         max_position_embeddings: longest sequence the model is sized for (informational under NoPE).
         norm_type: `"rmsnorm"` or `"layernorm"`.
@@ -38,8 +41,8 @@ class SIConfig(PretrainedConfig):
                  max_position_embeddings=2048, norm_type="rmsnorm", rms_norm_eps=1e-6, attention_bias=False,
                  mlp_bias=False, initializer_range=0.02, use_cache=True, pad_token_id=0, bos_token_id=1,
                  eos_token_id=2, tie_word_embeddings=False, **kwargs):
-        if position_encoding not in ("nope", "rope"):
-            raise ValueError(f"position_encoding must be 'nope' or 'rope', got {position_encoding!r}")
+        if position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(f"position_encoding must be one of {POSITION_ENCODINGS}, got {position_encoding!r}")
         if norm_type not in ("rmsnorm", "layernorm"):
             raise ValueError(f"norm_type must be 'rmsnorm' or 'layernorm', got {norm_type!r}")
         self.vocab_size = vocab_size

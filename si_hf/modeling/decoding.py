@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
-from .modeling_si import SIRMSNorm, apply_rotary
+from .modeling_si import SIRMSNorm, alibi_slopes, apply_rotary
 
 
 class PreallocatedKVCache:
@@ -86,7 +86,7 @@ class SIDecodeStep:
     single token does not need: q/k/v and gate/up are one matrix product each, the new key and value
     are written into the cache, the query attends to the cache with two batched products, and the
     residual additions happen inside the output projections. The LM head and the rotary embedding
-    are the model's own modules.
+    are the model's own modules; ALiBi's bias is added to the scores as the model's mask adds it.
     """
 
     def __init__(self, model):
@@ -95,6 +95,7 @@ class SIDecodeStep:
         self.heads, self.head_dim = model.config.num_attention_heads, model.config.head_dim
         self.inner = self.heads * self.head_dim
         self.scale = self.head_dim**-0.5
+        self.slopes = alibi_slopes(self.heads)[:, None] if model.config.position_encoding == "alibi" else None
         self.final_norm = _norm(base.norm)
         self.layers = []
         for layer in base.layers:
@@ -118,6 +119,9 @@ class SIDecodeStep:
         rotary = None
         if base.rotary_emb is not None:
             rotary = base.rotary_emb(hidden, torch.full((1, 1), pos, device=tokens.device))
+        alibi = None
+        if self.slopes is not None:  # the same bias for every row: minus slope x distance to each key
+            alibi = -self.slopes.to(tokens.device) * torch.arange(pos, -1, -1, device=tokens.device)
         for i, (norm1, (w_qkv, b_qkv), out_proj, norm2, (w_gu, b_gu), down_proj) in enumerate(self.layers):
             qkv = F.linear(norm1(hidden), w_qkv, b_qkv).view(batch, 3, self.heads, 1, self.head_dim)
             q, k, v = qkv.unbind(1)
@@ -128,7 +132,10 @@ class SIDecodeStep:
             values[:, :, pos] = v[:, :, 0]
             # One query per row: (batch * heads) small products over the cache, read in place.
             scores = torch.bmm(q.reshape(rows, 1, self.head_dim), keys_t.view(rows, self.head_dim, -1)[..., : pos + 1])
-            out = torch.bmm(scores.mul_(self.scale).softmax(-1), values.view(rows, -1, self.head_dim)[:, : pos + 1])
+            scores.mul_(self.scale)
+            if alibi is not None:
+                scores.view(batch, self.heads, -1).add_(alibi.to(scores.dtype))
+            out = torch.bmm(scores.softmax(-1), values.view(rows, -1, self.head_dim)[:, : pos + 1])
             hidden = out_proj(hidden, out.view(batch, self.inner))
             gate, up = F.linear(norm2(hidden), w_gu, b_gu).chunk(2, dim=-1)
             hidden = down_proj(hidden, F.silu(gate).mul_(up))

@@ -86,6 +86,8 @@ class SIAttention(nn.Module):
             if attention_mask is None:
                 # Several new tokens after a cache: causal mask aligned to the bottom-right.
                 attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=q.device).tril(kv_len - q_len)
+            if attention_mask.is_floating_point():  # ALiBi's bias, in the dtype autocast gives q
+                attention_mask = attention_mask.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
         return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, -1))
 
@@ -146,6 +148,26 @@ def build_attention_mask(attention_mask, q_len, past_len):
     return mask[:, None]
 
 
+def alibi_slopes(num_heads):
+    """ALiBi's slopes (Press et al., 2022): a geometric sequence from 2^(-8/n) down to 2^(-8), so some
+    heads look mostly at the last few tokens and others across the whole sequence."""
+    return torch.pow(2.0, -8.0 * torch.arange(1, num_heads + 1, dtype=torch.float) / num_heads)
+
+
+def alibi_mask(attention_mask, q_len, past_len, num_heads, device):
+    """Float (batch or 1, heads, q, kv) mask: minus slope x distance on the keys a query may see,
+    -inf on the others. Padding is on one side and masked, so index distances are token distances."""
+    kv_len = past_len + q_len
+    keys = torch.arange(kv_len, device=device)
+    queries = torch.arange(past_len, kv_len, device=device)
+    allowed = build_attention_mask(attention_mask, q_len, past_len)
+    if allowed is None:
+        allowed = (keys[None, :] <= queries[:, None])[None, None]
+    distance = (queries[:, None] - keys[None, :]).clamp(min=0).float()
+    bias = -alibi_slopes(num_heads).to(device)[:, None, None] * distance
+    return bias[None].masked_fill(~allowed, float("-inf"))
+
+
 class SIModel(SIPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
@@ -191,7 +213,10 @@ class SIModel(SIPreTrainedModel):
                     position_ids = torch.arange(past_len, past_len + q_len, device=hidden_states.device)[None]
             position_embeddings = self.rotary_emb(hidden_states, position_ids)
 
-        mask = build_attention_mask(attention_mask, q_len, past_len)
+        if self.config.position_encoding == "alibi":
+            mask = alibi_mask(attention_mask, q_len, past_len, self.config.num_attention_heads, hidden_states.device)
+        else:
+            mask = build_attention_mask(attention_mask, q_len, past_len)
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask, position_embeddings, cache if use_cache else None)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache if use_cache else None)
