@@ -3,9 +3,13 @@ each wrong path leaves the true one. Does the model read the tree and take a wro
 jump to a node it has no edge to (E itself, skipping the middle, a neighbor of E, or another), stop short
 of E, or run on past it? The last column counts the problems where E's best-connected neighbor is the
 true path's node before E: a guess that counts neighbors and never follows a path gets that far on its
-last step.
+last step. With --by_degree it counts right answers by the degree of that node instead: a model that
+finds the node the entries of its two path neighbors share does not care how many neighbors it has;
+one that guesses by how often a label occurs in the prompt (a node of degree d occurs d + 1 times)
+gets the low-degree nodes wrong.
 
     python scripts/maze_errors.py --model runs/maze15-base2only/seed-0/round-0/model --levels 2,3
+    python scripts/maze_errors.py --model runs/maze15-base2only/seed-0/round-0/model --levels 2 --by_degree
 
 Analysis only: it compares the model's answers with the true paths on the checkpoint's held-out sets.
 """
@@ -60,18 +64,48 @@ def error_row(prompts, completions, truths) -> dict:
     return row
 
 
+def degree_before_end(prompt: str, truth: str) -> int:
+    """How many neighbors the true path's node before E has."""
+    return len(dict(parse_prompt(prompt)[2])[parse_path(truth)[-2]])
+
+
+def degree_rows(prompts, completions, truths) -> dict[int, list[int]]:
+    """{degree of the node before E: [right, problems]}, degrees in increasing order."""
+    rows: dict[int, list[int]] = {}
+    for prompt, completion, truth in zip(prompts, completions, truths):
+        row = rows.setdefault(degree_before_end(prompt, truth), [0, 0])
+        row[0] += completion == truth
+        row[1] += 1
+    return dict(sorted(rows.items()))
+
+
+def print_kinds(level, prompts, answers, truths):
+    row = error_row(prompts, answers, truths)
+    print(f"| {level} | " + " | ".join(str(v) for v in row.values()) + " |")
+
+
+def print_degrees(level, prompts, answers, truths):
+    for degree, (right, total) in degree_rows(prompts, answers, truths).items():
+        print(f"| {level} | {degree} | {total} | {right} | {right / total:.3f} |")
+
+
 def main(argv=None):
     parser = analysis_arguments(__doc__, eval_size=500)
     parser.add_argument("--levels", required=True, type=int_list, help="comma-separated levels, e.g. 2,3")
+    parser.add_argument("--by_degree", action="store_true",
+                        help="right answers by the degree of the true path's node before E")
     args = parser.parse_args(argv)
     model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
     if not task.name.startswith("maze"):
         raise SystemExit(f"{task.name} is not a maze task")
-    print("| level | problems | " + " | ".join(KINDS) + f" | {HUB} |\n|---|---|" + "---|" * (len(KINDS) + 1))
+    if args.by_degree:
+        print("| level | degree of the node before E | problems | right | accuracy |\n|---|---|---|---|---|")
+    else:
+        print("| level | problems | " + " | ".join(KINDS) + f" | {HUB} |\n|---|---|" + "---|" * (len(KINDS) + 1))
+    print_row = print_degrees if args.by_degree else print_kinds
     for level in args.levels:
         problems, answers = held_out_answers(model, tokenizer, task, level, args.eval_size)
-        row = error_row([task.prompt(p) for p in problems], answers, [task.answer(p) for p in problems])
-        print(f"| {level} | " + " | ".join(str(v) for v in row.values()) + " |")
+        print_row(level, [task.prompt(p) for p in problems], answers, [task.answer(p) for p in problems])
 
 
 if __name__ == "__main__":

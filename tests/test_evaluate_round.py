@@ -175,6 +175,15 @@ def test_maze_errors_sorts_wrong_paths_by_where_they_leave_the_true_one():
         MAZE_ERRORS["main"](["--model", "unused", "--levels", "2,three"])
 
 
+def test_maze_errors_counts_right_answers_by_the_degree_before_end():
+    low = "5>3#12:5,3-3:12-5:12=", "5>12>3"  # 12, before E=3, has 2 neighbors
+    high = "5>3#12:5,3,7-3:12,9-7:12-5:12-9:3=", "5>12>3"  # here 3
+    assert MAZE_ERRORS["degree_before_end"](*low) == 2 and MAZE_ERRORS["degree_before_end"](*high) == 3
+    prompts, truths = [high[0], low[0], high[0]], [high[1], low[1], high[1]]
+    rows = MAZE_ERRORS["degree_rows"](prompts, ["5>12>3", "5>3", "5>7>3"], truths)
+    assert rows == {2: [0, 1], 3: [1, 2]} and list(rows) == [2, 3]
+
+
 def test_maze_errors_reads_a_saved_round(saved_round):
     task, round_dir = saved_round
     lo, hi = RANGES.get(task.name, (1, 3))
@@ -187,6 +196,9 @@ def test_maze_errors_reads_a_saved_round(saved_round):
     assert [row[0] for row in rows] == [f"| {lo}", f"| {hi}"]
     for row in rows:  # every one of a level's 8 answers falls in exactly one kind
         assert row[1] == "8" and sum(int(cell.strip(" |")) for cell in row[2:-1]) == 8
+    by_degree = _printed_rows(MAZE_ERRORS["main"], [*argv, "--by_degree"])
+    for level in (lo, hi):  # each level's 8 problems counted once across its degrees
+        assert sum(int(row[2]) for row in by_degree if row[0] == f"| {level}") == 8
 
 
 KEPT = runpy.run_path(str(REPO_ROOT / "scripts" / "kept_nine_runs.py"))
