@@ -29,7 +29,7 @@ class Recipe:
     # What and where
     task: str = field(default="copy", metadata={"help": (
         "copy, reverse, reverse_addition, forward_addition, multiplication, maze_hops, maze_hops_15 (15-node "
-        "trees) or maze_nodes.")})
+        "trees), maze_chain_15 (15-node chains) or maze_nodes.")})
     output_dir: str = field(default="runs/copy-tiny", metadata={"help": "Where rounds are written.", RESUMABLE: True})
     seed: int = field(default=0, metadata={"help": "Seed of data, initialization and training."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": (

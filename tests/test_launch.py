@@ -11,7 +11,7 @@ from si_hf.launch import shell_code
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UNKNOWN_TASK = ("error: task: Unknown task 'copyy'. Did you mean 'copy'? Known tasks: copy, forward_addition, "
-                "maze_hops, maze_hops_15, maze_nodes, multiplication, reverse, reverse_addition.")
+                "maze_chain_15, maze_hops, maze_hops_15, maze_nodes, multiplication, reverse, reverse_addition.")
 
 
 def launch(accelerate_config: str, *script_args: str) -> subprocess.CompletedProcess:

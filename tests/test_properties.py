@@ -101,6 +101,7 @@ def test_empty_level_ranges_are_refused(which, low, high):
 LEVELS = {
     "maze_hops": st.integers(1, 29),
     "maze_hops_15": st.integers(1, 14),
+    "maze_chain_15": st.integers(1, 14),
     "maze_nodes": st.integers(10, 99),
     "multiplication": st.tuples(st.integers(1, 6), st.integers(1, 6)),
 }

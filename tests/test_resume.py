@@ -366,8 +366,8 @@ def test_under_accelerate_launch_quiet_a_bad_recipe_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["error: task: Unknown task 'copyy'. Did you mean 'copy'? Known "
-                                                "tasks: copy, forward_addition, maze_hops, maze_hops_15, "
-                                                "maze_nodes, multiplication, reverse, reverse_addition."]
+                                                "tasks: copy, forward_addition, maze_chain_15, maze_hops, "
+                                                "maze_hops_15, maze_nodes, multiplication, reverse, reverse_addition."]
 
 
 def test_round_directories_hold_safetensors_and_no_pickles(reference):

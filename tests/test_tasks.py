@@ -456,6 +456,7 @@ def _all_simple_paths(adjacency, start, end):
 @pytest.mark.parametrize("name,levels,shape", [
     ("maze_hops", [1, 2, 5, 9, 15, 29], lambda level: (30, level)),
     ("maze_hops_15", [1, 2, 5, 9, 14], lambda level: (15, level)),
+    ("maze_chain_15", [1, 2, 5, 9, 14], lambda level: (15, level)),
     ("maze_nodes", [10, 11, 20, 30, 60, 99], lambda level: (level, 9)),
 ])
 def test_maze_properties(name, levels, shape):
@@ -478,6 +479,18 @@ def test_maze_properties(name, levels, shape):
             assert valid_path(prompt, answer) and task.plausible(prompt, answer)
             assert task.num_tokens(answer) == 2 * hops + 1 <= task.max_answer_len(prompt) == 2 * num_nodes - 1
     assert task.num_problems(levels[0]) > 10**12  # far more than any eval set
+
+
+def test_maze_chain_is_a_chain():
+    """Every node of a `maze_chain_15` prompt has one or two neighbors, S and E fall anywhere on it."""
+    task, rng = get_task("maze_chain_15"), random.Random(0)
+    starts = set()
+    for _ in range(200):
+        start, end, entries = task.sample(2, rng).operands
+        degrees = sorted(len(nbs) for _, nbs in entries)
+        assert degrees == [1, 1] + [2] * 13
+        starts.add(len(dict(entries)[start]))
+    assert starts == {1, 2}  # S is sometimes an end of the chain, sometimes inside it
 
 
 def test_maze_levels_out_of_range():

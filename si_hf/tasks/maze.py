@@ -7,7 +7,8 @@ joined by `-`, then `=`. Answer: the unique path `S>x>...>E`. Node labels are di
     tree 5-12-3 plus 7 on 12, from 5 to 3: `5>3#12:5,3,7-3:12-7:12-5:12=` -> `5>12>3`
 
 Tasks: `maze_hops` (30 nodes, difficulty = hops between S and E), `maze_hops_15` (the same on 15
-nodes) and `maze_nodes` (9 hops, difficulty = number of nodes). A tree with h hops between S and E
+nodes), `maze_chain_15` (the same on 15-node chains, a diagnostic) and `maze_nodes` (9 hops,
+difficulty = number of nodes). A tree with h hops between S and E
 is a path of h+1 random labels S..E, then every other node attaches to a uniformly drawn node already
 placed.
 `valid_path` checks an answer against the prompt's graph alone (a metric independent of the stored
@@ -46,6 +47,20 @@ def random_tree(num_nodes: int, hops: int, rng) -> tuple[int, int, dict[int, lis
     for i in range(hops + 1, num_nodes):
         link(labels[i], labels[rng.randrange(i)])
     return labels[0], labels[hops], adjacency
+
+
+def random_chain(num_nodes: int, hops: int, rng) -> tuple[int, int, dict[int, list[int]]]:
+    """(S, E, adjacency): a random labeled chain of `num_nodes` nodes (every degree 1 or 2) with S and E
+    `hops` apart along it, at a uniformly drawn place."""
+    if not 1 <= hops < num_nodes <= MAX_LABEL:
+        raise ValueError(f"a maze needs 1 <= hops < nodes <= {MAX_LABEL}, got hops={hops}, nodes={num_nodes}")
+    labels = rng.sample(range(1, MAX_LABEL + 1), num_nodes)
+    adjacency: dict[int, list[int]] = {v: [] for v in labels}
+    for u, v in zip(labels, labels[1:]):
+        adjacency[u].append(v)
+        adjacency[v].append(u)
+    first = rng.randrange(num_nodes - hops)
+    return labels[first], labels[first + hops], adjacency
 
 
 def format_prompt(start: int, end: int, entries) -> str:
@@ -113,6 +128,7 @@ def valid_path_rate(prompts: list[str], completions: list[str]) -> float:
 
 class _Maze(Task):
     alphabet = MAZE_TOKENS
+    draw_tree = staticmethod(random_tree)
 
     def _shape(self, level) -> tuple[int, int]:
         """(nodes, hops) of a level."""
@@ -123,7 +139,7 @@ class _Maze(Task):
 
     def sample(self, level, rng):
         num_nodes, hops = self._shape(level)
-        start, end, adjacency = random_tree(num_nodes, hops, rng)
+        start, end, adjacency = self.draw_tree(num_nodes, hops, rng)
         order = list(adjacency)
         rng.shuffle(order)
         entries = []
@@ -212,3 +228,12 @@ class MazeHops15(MazeHops):
 
     name = "maze_hops_15"
     num_nodes = 15
+
+
+@register_task
+class MazeChain15(MazeHops15):
+    """`maze_hops_15` on chains: every node has one or two neighbors, so how often a label occurs in the
+    prompt says nothing about the path. A diagnostic: a model must read the entries to answer."""
+
+    name = "maze_chain_15"
+    draw_tree = staticmethod(random_chain)
