@@ -17,6 +17,7 @@ simple path from S to E that follows edges is the answer itself. The `path` filt
 that edge check, read from the prompt alone, for runs that measure what such a check is worth.
 """
 
+import itertools
 import math
 import re
 from collections import deque
@@ -31,34 +32,35 @@ _PATH = re.compile(rf"{_LABEL}(?:>{_LABEL})*")
 _PROMPT = re.compile(rf"({_LABEL})>({_LABEL})#({_LABEL}:{_LABEL}(?:,{_LABEL})*(?:-{_LABEL}:{_LABEL}(?:,{_LABEL})*)*)=")
 
 
-def random_tree(num_nodes: int, hops: int, rng) -> tuple[int, int, dict[int, list[int]]]:
-    """(S, E, adjacency): a random labeled tree on `num_nodes` nodes with S and E `hops` apart."""
+def _draw_labels(num_nodes: int, hops: int, rng) -> list[int]:
+    """`num_nodes` distinct random labels for a maze with S and E `hops` apart."""
     if not 1 <= hops < num_nodes <= MAX_LABEL:
         raise ValueError(f"a maze needs 1 <= hops < nodes <= {MAX_LABEL}, got hops={hops}, nodes={num_nodes}")
-    labels = rng.sample(range(1, MAX_LABEL + 1), num_nodes)
-    adjacency: dict[int, list[int]] = {v: [] for v in labels}
+    return rng.sample(range(1, MAX_LABEL + 1), num_nodes)
 
-    def link(u, v):
+
+def _adjacency(labels: list[int], edges) -> dict[int, list[int]]:
+    """Each label's neighbors, in the order the (undirected) edges list them."""
+    adjacency: dict[int, list[int]] = {v: [] for v in labels}
+    for u, v in edges:
         adjacency[u].append(v)
         adjacency[v].append(u)
+    return adjacency
 
-    for u, v in zip(labels[:hops], labels[1 : hops + 1]):
-        link(u, v)
-    for i in range(hops + 1, num_nodes):
-        link(labels[i], labels[rng.randrange(i)])
-    return labels[0], labels[hops], adjacency
+
+def random_tree(num_nodes: int, hops: int, rng) -> tuple[int, int, dict[int, list[int]]]:
+    """(S, E, adjacency): a random labeled tree on `num_nodes` nodes with S and E `hops` apart."""
+    labels = _draw_labels(num_nodes, hops, rng)
+    path = zip(labels[:hops], labels[1 : hops + 1])
+    branches = ((labels[i], labels[rng.randrange(i)]) for i in range(hops + 1, num_nodes))
+    return labels[0], labels[hops], _adjacency(labels, itertools.chain(path, branches))
 
 
 def random_chain(num_nodes: int, hops: int, rng) -> tuple[int, int, dict[int, list[int]]]:
     """(S, E, adjacency): a random labeled chain of `num_nodes` nodes (every degree 1 or 2) with S and E
     `hops` apart along it, at a uniformly drawn place."""
-    if not 1 <= hops < num_nodes <= MAX_LABEL:
-        raise ValueError(f"a maze needs 1 <= hops < nodes <= {MAX_LABEL}, got hops={hops}, nodes={num_nodes}")
-    labels = rng.sample(range(1, MAX_LABEL + 1), num_nodes)
-    adjacency: dict[int, list[int]] = {v: [] for v in labels}
-    for u, v in zip(labels, labels[1:]):
-        adjacency[u].append(v)
-        adjacency[v].append(u)
+    labels = _draw_labels(num_nodes, hops, rng)
+    adjacency = _adjacency(labels, zip(labels, labels[1:]))
     first = rng.randrange(num_nodes - hops)
     return labels[first], labels[first + hops], adjacency
 
