@@ -121,7 +121,7 @@ class SIDecodeStep:
             rotary = base.rotary_emb(hidden, torch.full((1, 1), pos, device=tokens.device))
         alibi = None
         if self.slopes is not None:  # the same bias for every row: minus slope x distance to each key
-            alibi = -self.slopes.to(tokens.device) * torch.arange(pos, -1, -1, device=tokens.device)
+            alibi = (-self.slopes.to(tokens.device) * torch.arange(pos, -1, -1, device=tokens.device)).to(hidden.dtype)
         for i, (norm1, (w_qkv, b_qkv), out_proj, norm2, (w_gu, b_gu), down_proj) in enumerate(self.layers):
             qkv = F.linear(norm1(hidden), w_qkv, b_qkv).view(batch, 3, self.heads, 1, self.head_dim)
             q, k, v = qkv.unbind(1)
@@ -134,7 +134,7 @@ class SIDecodeStep:
             scores = torch.bmm(q.reshape(rows, 1, self.head_dim), keys_t.view(rows, self.head_dim, -1)[..., : pos + 1])
             scores.mul_(self.scale)
             if alibi is not None:
-                scores.view(batch, self.heads, -1).add_(alibi.to(scores.dtype))
+                scores.view(batch, self.heads, -1).add_(alibi)
             out = torch.bmm(scores.softmax(-1), values.view(rows, -1, self.head_dim)[:, : pos + 1])
             hidden = out_proj(hidden, out.view(batch, self.inner))
             gate, up = F.linear(norm2(hidden), w_gu, b_gu).chunk(2, dim=-1)
