@@ -18,8 +18,9 @@ from si_hf.filters import (
     select_labels,
 )
 from si_hf.labeling import Label
-from si_hf.tasks import get_task
+from si_hf.tasks import TASKS, Task, get_task, register_task
 from si_hf.tasks.base import cut_points
+from si_hf.tasks.strings import Copy
 
 
 @pytest.mark.parametrize("n", range(1, 40))
@@ -124,14 +125,77 @@ def test_compose_labels_asks_the_model_about_the_pieces(scripted_model, tokenize
     assert pieces_filter(task, scored) == [True, False, False]
 
 
-def test_pieces_refused_for_a_task_without_pieces():
+def test_pieces_refused_for_a_task_without_pieces(monkeypatch):
     recipe = parse_recipe(["--task", "reverse_addition", "--filters", "length", "pieces"])
     assert recipe.filters == ["length", "pieces"]
-    with pytest.raises(RecipeError, match="no pieces"):
-        parse_recipe(["--task", "maze_hops", "--filters", "pieces"])
-    with pytest.raises(RecipeError, match="no pieces"):
-        parse_recipe(["--task", "maze_hops", "--filters", "compose", "path"])
+    monkeypatch.setattr("si_hf.tasks.base.TASKS", dict(TASKS))
+
+    @register_task
+    class Plain(Copy):  # copy without its pieces
+        name = "plain_for_test"
+        pieces = Task.pieces
+
+    assert not get_task("plain_for_test").has_pieces
+    for filters in (["pieces"], ["compose", "length"]):
+        with pytest.raises(RecipeError, match="no pieces"):
+            parse_recipe(["--task", "plain_for_test", "--filters", *filters])
     assert parse_recipe(["--task", "forward_addition", "--filters", "length", "pieces"]).filters[-1] == "pieces"
+    assert parse_recipe(["--task", "maze_hops", "--filters", "compose", "path"]).filters == ["compose", "path"]
+
+
+# -- compose: a maze path through another node, from the two mazes on each side of it ------------
+
+@pytest.mark.parametrize("name", ["maze_hops_15", "maze_chain_15", "maze_nodes"])
+def test_true_answers_of_the_maze_pieces_compose_the_true_path(name):
+    """Every other node is a cut, and the true answers of its two mazes put together give the true path
+    (the truth is read here only to check pieces and compose)."""
+    task, rng = get_task(name), random.Random(0)
+    levels = range(10, 16) if name == "maze_nodes" else range(2, 12)
+    for level in levels:
+        for _ in range(10):
+            problem = task.sample(level, rng)
+            prompt = task.prompt(problem)
+            pieces = task.pieces(prompt, 3)
+            assert len(pieces) == 2 * (prompt.count("-") + 1 - 2)
+            assert task.answered_pieces(prompt, 3) == pieces  # the model answers every piece itself
+            assert task.compose(prompt, pieces, _true_answers(task, pieces)) == task.answer(problem)
+
+
+def test_maze_compose_by_hand():
+    """The chain 1-2-3-4-5 plus 6 on 3, from 1 to 5: cuts 2, 3, 4 lie on the path, 6 does not."""
+    task = get_task("maze_hops_15")
+    prompt = "1>5#1:2-2:1,3-3:2,4,6-4:3,5-5:4-6:3="
+    pieces = task.pieces(prompt, 3)
+    assert pieces == [f"{a}>{b}#{prompt.split('#')[1]}" for a, b in
+                      [(1, 2), (2, 5), (1, 3), (3, 5), (1, 4), (4, 5), (1, 6), (6, 5)]]
+    right = ["1>2", "2>3>4>5", "1>2>3", "3>4>5", "1>2>3>4", "4>5", "1>2>3>6", "6>3>4>5"]
+    assert task.compose(prompt, pieces, right) == "1>2>3>4>5"  # the cut at 6 repeats 3: no path
+    # A model that cannot answer one-hop mazes (here it writes a detour) still labels through the middle
+    no_hop = ["1>6>2", "2>3>4>5", "1>2>3", "3>4>5", "1>2>3>4", "4>6>5", "1>2>3>6", "6>3>4>5"]
+    assert task.compose(prompt, pieces, no_hop) == "1>2>3>4>5"
+    # Two cuts making two paths that the other answers back equally: a tie, no label
+    split = ["1>2", "2>4>5", "1>6>3", "3>5", "1>6>2", "4>6>5", "x", "6>5"]
+    assert task.compose(prompt, pieces, split) is None
+    # Where two paths tie on full cuts, the one more single pieces agree with wins
+    assert task.compose(prompt, pieces, ["1>2", "2>6>5", "1>2>3", "3>4>5", "1>3>4", "4>5", "1>6", "6>5"]) == (
+        "1>2>3>4>5")  # cut 2's path 1>2>6>5 has cut 2 and the piece 6>5; the true one cut 3 and 1>2, 4>5
+    assert task.compose(prompt, pieces, ["x"] * 8) is None  # no well-formed answer
+    assert task.pieces("1>2#1:2-2:1=", 3) is None  # no node but S and E: nothing to cut
+
+
+def test_compose_labels_labels_a_maze_from_shorter_mazes(monkeypatch, tokenizer):
+    """A labeler right on every maze but one-hop ones (it writes S>E>... there) and wrong on the long
+    prompts themselves: the composed labels are the true paths all the same."""
+    task, rng = get_task("maze_hops_15"), random.Random(1)
+    long = [task.prompt(task.sample(level, rng)) for level in (4, 5, 6)]
+
+    def labeler(model, tokenizer, prompts, bounds, **kwargs):
+        answers = _true_answers(task, prompts)
+        return [Label(q, a if q not in long and a.count(">") > 1 else "1>2", True) for q, a in zip(prompts, answers)]
+
+    monkeypatch.setattr("si_hf.consistency.greedy_label", labeler)
+    scored = compose_labels(None, tokenizer, task, [Label(q, "1>2", True) for q in long], max_piece=3)
+    assert [lab.composed for lab in scored] == _true_answers(task, long)
 
 
 # -- compose: multiplication one digit past the square, labeled from products inside it -----------
@@ -330,16 +394,20 @@ def test_compose_step_in_select_labels():
 
 
 @pytest.mark.slow
-def test_micro_run_records_the_compose_step(tmp_path, write_recipe, run_rounds_main):
-    argv = write_recipe(tmp_path, task="multiplication", filters=["compose", "length"], num_rounds=1,
-                        **{**SMALL, "base_max_level": 2, "eval_max_level": 3})
+@pytest.mark.parametrize("task, filters, levels", [
+    ("multiplication", ["compose", "length"], {"base_max_level": 2, "eval_max_level": 3}),
+    ("maze_hops_15", ["compose", "length", "path"],
+     {"base_min_level": 2, "base_max_level": 3, "eval_min_level": 2, "eval_max_level": 4, "labels_per_round": 16}),
+])
+def test_micro_run_records_the_compose_step(tmp_path, write_recipe, run_rounds_main, task, filters, levels):
+    argv = write_recipe(tmp_path, task=task, filters=filters, num_rounds=1, **{**SMALL, **levels})
     assert run_rounds_main(argv) == 0
     record = json.loads((tmp_path / "run" / "round-1" / "eval.json").read_text())
-    compose, length = record["labels"]["filters"]
+    compose, length, *_ = steps = record["labels"]["filters"]
     assert compose["filter"] == "compose" and compose["in"] == record["labels"]["labeled"]
     assert compose["composed"] <= compose["out"] and length["in"] == compose["out"]
     assert 0.0 <= compose["own_label_accuracy"] <= 1.0 and "own_label_accuracy" not in length
-    assert length["out"] == record["labels"]["kept"]
+    assert [step["filter"] for step in steps] == filters and steps[-1]["out"] == record["labels"]["kept"]
 
 
 # -- commute: the same result with the operands swapped -------------------------------------------

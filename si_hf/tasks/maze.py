@@ -15,6 +15,10 @@ placed.
 answer); `plausible`, which the length filter reads, checks the form and never the edges: in a tree a
 simple path from S to E that follows edges is the answer itself. The `path` filter (si_hf.filters) is
 that edge check, read from the prompt alone, for runs that measure what such a check is worth.
+
+Compositional labels (`compose`, `pieces`; si_hf.consistency): the path from S to E through a node M is
+the path S..M joined to the path M..E, two easier mazes on the same tree. Which nodes lie on the path is
+unknown without solving the maze, so every other node is a cut, and the path most cuts agree on wins.
 """
 
 import itertools
@@ -185,6 +189,47 @@ class _Maze(Task):
         """The `path` filter's check: the completion walks the prompt's own edges from S to E
         (`valid_path`, from the prompt alone; in a tree only the answer does)."""
         return valid_path(prompt, completion)
+
+    def pieces(self, prompt, max_piece):
+        """`S>M#...=` and `M>E#...=` on the same tree for every other node M, in the prompt's order (None
+        for a tree of S and E alone). `max_piece` is not read: a piece's hops are unknown until solved."""
+        start, end, cuts = self._cuts(prompt)
+        body = prompt[prompt.index("#"):]
+        return [f"{a}>{b}{body}" for m in cuts for a, b in ((start, m), (m, end))] or None
+
+    def answered_pieces(self, prompt, max_piece):
+        # The model answers every piece itself: cutting the pieces again would label N^2 prompts.
+        return self.pieces(prompt, max_piece) or []
+
+    def compose(self, prompt, pieces, answers):
+        """The path the model's answers to the pieces agree with most, or None (no cut makes a path, or
+        two tie). A cut M makes a path where the answers S..M and M..E are well-formed and meet only at M;
+        a path scores one for each piece whose answer is its own part (S..M or M..E, M on it), so a cut
+        where the model is right on one side still counts (it may not know 1-hop mazes). Edges are
+        never read (that is the `path` filter's check): a run without it labels from the model alone."""
+        start, end, cuts = self._cuts(prompt)
+        heads = dict(zip(cuts, map(parse_path, answers[::2])))
+        tails = dict(zip(cuts, map(parse_path, answers[1::2])))
+        joined = {tuple(heads[m] + tails[m][1:]) for m in cuts if heads[m] and tails[m]
+                  and (heads[m][0], heads[m][-1], tails[m][0], tails[m][-1]) == (start, m, m, end)}
+        scores = {path: self._agreement(path, heads, tails) for path in joined if len(set(path)) == len(path)}
+        ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:2]
+        if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+            return None
+        return ">".join(map(str, ranked[0][0]))
+
+    @staticmethod
+    def _agreement(path, heads, tails) -> tuple[int, int]:
+        """(cuts whose two answers both are the path's parts, pieces whose answer is)."""
+        parts = [(heads.get(m) == list(path[: i + 1]), tails.get(m) == list(path[i:]))
+                 for i, m in enumerate(path[1:-1], 1)]
+        return sum(a and b for a, b in parts), sum(a + b for a, b in parts)
+
+    @staticmethod
+    def _cuts(prompt) -> tuple[int, int, list[int]]:
+        """(S, E, every other node in the prompt's order)."""
+        start, end, entries = parse_prompt(prompt)
+        return start, end, [node for node, _ in entries if node not in (start, end)]
 
     def num_problems(self, level):
         # A lower bound: each set of node labels and each order of the entries gives another prompt.
