@@ -18,7 +18,8 @@ that edge check, read from the prompt alone, for runs that measure what such a c
 
 Compositional labels (`compose`, `pieces`; si_hf.consistency): the path from S to E through a node M is
 the path S..M joined to the path M..E, two easier mazes on the same tree. Which nodes lie on the path is
-unknown without solving the maze, so every other node is a cut, and the path most cuts agree on wins.
+unknown without solving the maze, so every other node is a cut, and the joined path the model's answers
+agree with most wins.
 """
 
 import itertools
@@ -204,9 +205,10 @@ class _Maze(Task):
     def compose(self, prompt, pieces, answers):
         """The path the model's answers to the pieces agree with most, or None (no cut makes a path, or
         two tie). A cut M makes a path where the answers S..M and M..E are well-formed and meet only at M;
-        a path scores one for each piece whose answer is its own part (S..M or M..E, M on it), so a cut
-        where the model is right on one side still counts (it may not know 1-hop mazes). Edges are
-        never read (that is the `path` filter's check): a run without it labels from the model alone."""
+        paths rank by the cuts whose two answers both are their parts (S..M and M..E, M on the path), then
+        by the single pieces whose answer is, so a cut where the model is right on one side still counts
+        (it may not know 1-hop mazes). Edges are never read (that is the `path` filter's check): a run
+        without it labels from the model alone."""
         start, end, cuts = self._cuts(prompt)
         heads = dict(zip(cuts, map(parse_path, answers[::2])))
         tails = dict(zip(cuts, map(parse_path, answers[1::2])))
