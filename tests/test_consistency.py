@@ -184,7 +184,7 @@ def test_maze_compose_by_hand():
 
 
 def test_compose_labels_labels_a_maze_from_shorter_mazes(monkeypatch, tokenizer):
-    """A labeler right on every maze but one-hop ones (it writes S>E>... there) and wrong on the long
+    """A labeler right on every maze but one-hop ones (it writes `1>2` there) and wrong on the long
     prompts themselves: the composed labels are the true paths all the same."""
     task, rng = get_task("maze_hops_15"), random.Random(1)
     long = [task.prompt(task.sample(level, rng)) for level in (4, 5, 6)]
