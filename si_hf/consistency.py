@@ -30,8 +30,9 @@ def _compositions(model, tokenizer, task: Task, prompts: list[str], max_piece: i
     A piece with a cut of its own (a product one digit past the square, as the swapped problem of
     multiplication's b side is) answers with its composition, `depth` levels down, unless the task reads
     it as answered (`Task.answered_pieces`); it is left without an answer when its composition fails, so
-    the prompt is too. Other pieces answer with the model; `answers` keeps its answers (None: unfinished)
-    for the levels below, so no piece is labeled twice."""
+    the prompt is too, unless the task composes around pieces without an answer
+    (`Task.composes_around_unfinished`). Other pieces answer with the model; `answers` keeps its answers
+    (None: unfinished) for the levels below, so no piece is labeled twice."""
     cut = {q: task.pieces(q, max_piece) for q in dict.fromkeys(prompts)}
     as_answered = {q: set(task.answered_pieces(q, max_piece)) for q, pieces in cut.items() if pieces}
     distinct = list(dict.fromkeys(p for pieces in cut.values() if pieces for p in pieces))
@@ -45,7 +46,8 @@ def _compositions(model, tokenizer, task: Task, prompts: list[str], max_piece: i
     composed = {}
     for prompt, pieces in cut.items():
         parts = [inner[q] or None if q in inner and q not in as_answered[prompt] else answers[q] for q in pieces or ()]
-        composed[prompt] = "" if not pieces or None in parts else task.compose(prompt, pieces, parts) or ""
+        usable = pieces and (task.composes_around_unfinished or None not in parts)
+        composed[prompt] = (task.compose(prompt, pieces, parts) or "") if usable else ""
     return composed
 
 

@@ -180,6 +180,9 @@ def test_maze_compose_by_hand():
     assert task.compose(prompt, pieces, ["1>2", "2>6>5", "1>2>3", "3>4>5", "1>3>4", "4>5", "1>6", "6>5"]) == (
         "1>2>3>4>5")  # cut 2's path 1>2>6>5 has cut 2 and the piece 6>5; the true one cut 3 and 1>2, 4>5
     assert task.compose(prompt, pieces, ["x"] * 8) is None  # no well-formed answer
+    # Pieces the model did not finish (None) are left out; the other cuts still vote
+    assert task.compose(prompt, pieces, right[:6] + [None, None]) == "1>2>3>4>5"
+    assert task.compose(prompt, pieces, [None] * 8) is None
     assert task.pieces("1>2#1:2-2:1=", 3) is None  # no node but S and E: nothing to cut
 
 
@@ -196,6 +199,23 @@ def test_compose_labels_labels_a_maze_from_shorter_mazes(monkeypatch, tokenizer)
     monkeypatch.setattr("si_hf.consistency.greedy_label", labeler)
     scored = compose_labels(None, tokenizer, task, [Label(q, "1>2", True) for q in long], max_piece=3)
     assert [lab.composed for lab in scored] == _true_answers(task, long)
+
+
+@pytest.mark.parametrize("name, composes", [("maze_hops_15", True), ("forward_addition", False)])
+def test_an_unfinished_piece_drops_the_label_unless_the_task_composes_around_it(monkeypatch, tokenizer, name,
+                                                                               composes):
+    """A labeler right on every piece but one, which it never finishes: a maze still composes its path
+    from the other cuts; an addition, whose every piece holds digits of the sum, gets no label."""
+    task, rng = get_task(name), random.Random(2)
+    long = task.prompt(task.sample(6, rng))
+    unfinished = task.pieces(long, 3)[-1]
+
+    def labeler(model, tokenizer, prompts, bounds, **kwargs):
+        return [Label(q, a, q != unfinished) for q, a in zip(prompts, _true_answers(task, prompts))]
+
+    monkeypatch.setattr("si_hf.consistency.greedy_label", labeler)
+    scored = compose_labels(None, tokenizer, task, [Label(long, "", False)], max_piece=3)
+    assert scored[0].composed == (_true_answers(task, [long])[0] if composes else "")
 
 
 # -- compose: multiplication one digit past the square, labeled from products inside it -----------

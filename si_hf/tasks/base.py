@@ -33,6 +33,9 @@ class Task:
     alphabet: str | tuple[str, ...] | None = None
     # whether levels are (a, b) pairs rather than integers (stored as [a, b] in round datasets)
     pair_levels: bool = False
+    # Whether `compose` takes None for a piece the model did not finish and composes without it (the
+    # maze's cuts answer the same path many times over); otherwise such a prompt gets no composition.
+    composes_around_unfinished: bool = False
 
     def sample(self, level: int, rng: random.Random) -> Problem:
         """A problem at exactly `level` (used for evaluation and self-labeling)."""

@@ -19,7 +19,7 @@ that edge check, read from the prompt alone, for runs that measure what such a c
 Compositional labels (`compose`, `pieces`; si_hf.consistency): the path from S to E through a node M is
 the path S..M joined to the path M..E, two easier mazes on the same tree. Which nodes lie on the path is
 unknown without solving the maze, so every other node is a cut, and the joined path the model's answers
-agree with most wins.
+agree with most wins. A cut whose answer did not finish is left out of the vote.
 """
 
 import itertools
@@ -136,6 +136,7 @@ def valid_path_rate(prompts: list[str], completions: list[str]) -> float:
 class _Maze(Task):
     alphabet = MAZE_TOKENS
     draw_tree = staticmethod(random_tree)
+    composes_around_unfinished = True  # a cut whose answer did not finish is skipped; the others still vote
 
     def _shape(self, level) -> tuple[int, int]:
         """(nodes, hops) of a level."""
@@ -210,8 +211,8 @@ class _Maze(Task):
         (it may not know 1-hop mazes). Edges are never read (that is the `path` filter's check): a run
         without it labels from the model alone."""
         start, end, cuts = self._cuts(prompt)
-        heads = dict(zip(cuts, map(parse_path, answers[::2])))
-        tails = dict(zip(cuts, map(parse_path, answers[1::2])))
+        paths = [parse_path(answer or "") for answer in answers]  # None: unfinished or malformed
+        heads, tails = dict(zip(cuts, paths[::2])), dict(zip(cuts, paths[1::2]))
         joined = {tuple(heads[m] + tails[m][1:]) for m in cuts if heads[m] and tails[m]
                   and (heads[m][0], heads[m][-1], tails[m][0], tails[m][-1]) == (start, m, m, end)}
         scores = {path: self._agreement(path, heads, tails) for path in joined if len(set(path)) == len(path)}
