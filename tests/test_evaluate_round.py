@@ -321,3 +321,22 @@ def test_label_errors_reads_a_self_labeled_round(saved_round, tmp_path):
     for row in rows:
         recomposed, right = int(row[4]), int(row[5].strip(" |"))
         assert right <= recomposed <= int(row[1])
+
+
+COMPOSE_SCREEN = runpy.run_path(str(REPO_ROOT / "scripts" / "compose_screen.py"))
+
+
+def test_compose_screen_reads_a_saved_round(saved_round):
+    task, round_dir = saved_round
+    lo, hi = RANGES.get(task.name, (1, 3))
+    argv = ["--model", str(round_dir / "model"), "--levels", f"{hi}", "--eval_size", "8", "--num_threads", "1"]
+    if task.pair_levels or not task.has_pieces:
+        with pytest.raises(SystemExit, match="a task with pieces and whole-number levels"):
+            COMPOSE_SCREEN["main"](argv)
+        return
+    [row] = _printed_rows(COMPOSE_SCREEN["main"], argv)
+    level, problems, own, dropped, dropped_right, composed, composed_right = (int(c.strip(" |")) for c in row)
+    assert (level, problems) == (hi, 8) and own <= 8
+    assert dropped_right <= dropped <= composed <= 8 and composed_right <= composed
+    if not task.composes_around_unfinished:  # the two ways differ only where a task composes around them
+        assert (dropped, dropped_right) == (composed, composed_right)
