@@ -56,7 +56,8 @@ def analysis_arguments(doc: str, eval_size: int) -> argparse.ArgumentParser:
     threads; `doc`'s first paragraph describes the script."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a round's model/ directory")
-    parser.add_argument("--eval_size", type=int, default=eval_size, help="problems per level (held-out ones unless a script draws fresh ones)")
+    parser.add_argument("--eval_size", type=int, default=eval_size,
+                        help="problems per level (held-out ones unless a script draws fresh ones)")
     parser.add_argument("--num_threads", type=int, default=2)
     return parser
 
