@@ -45,9 +45,8 @@ def main(argv=None):
     print("| level | problems | own answer right | composed, an unfinished piece drops the prompt | right | "
           "composed as the task does | right |\n|---|---|---|---|---|---|---|")
     for level in args.levels:
-        print("| " + " | ".join(map(str, [level, *screen_row(model, tokenizer, task, level, args.eval_size, args.seed,
-                                                                   args.max_piece or level - 1)]))
-              + " |")
+        row = screen_row(model, tokenizer, task, level, args.eval_size, args.seed, args.max_piece or level - 1)
+        print("| " + " | ".join(map(str, [level, *row])) + " |")
 
 
 if __name__ == "__main__":

@@ -328,7 +328,7 @@ COMPOSE_SCREEN = runpy.run_path(str(REPO_ROOT / "scripts" / "compose_screen.py")
 
 def test_compose_screen_reads_a_saved_round(saved_round):
     task, round_dir = saved_round
-    lo, hi = RANGES.get(task.name, (1, 3))
+    _, hi = RANGES.get(task.name, (1, 3))
     argv = ["--model", str(round_dir / "model"), "--levels", f"{hi}", "--eval_size", "8", "--num_threads", "1"]
     if task.pair_levels or not task.has_pieces:
         with pytest.raises(SystemExit, match="a task with pieces and whole-number levels"):
