@@ -578,8 +578,9 @@ class SelfImprovement:
             lvl = lab.level.split("&")[0]
             label_part = (f"kept {lab.kept}/{lab.labeled} | label acc {lab.label_accuracy_kept:.3f}"
                           if lab.label_accuracy_kept is not None else f"kept 0/{lab.labeled}")
-            return (f"[round {rec.round}/{R}] level {lvl} | {label_part} | "
-                    f"acc@{lvl} {rec.accuracy_by_level.get(lvl, float('nan')):.3f}"
+            acc = rec.accuracy_by_level.get(lvl)
+            acc_part = f"{acc:.3f}" if acc is not None else "not evaluated (past eval_max_level)"
+            return (f"[round {rec.round}/{R}] level {lvl} | {label_part} | acc@{lvl} {acc_part}"
                     f" | frontier {rec.frontier} | {time_part}")
         return (f"[round 0/{R}] base levels {rec.levels_trained} | frontier {rec.frontier} | "
                 f"exact match {rec.exact_match:.3f} | {time_part}")

@@ -225,7 +225,8 @@ def test_resume_after_a_round_that_kept_nothing(tmp_path, write_recipe, run_roun
     argv = write_recipe(tmp_path, name="empty", num_rounds=1, base_steps=2, base_warmup_steps=0,
                         base_decay_steps=1, learning_rate=1e-6, round_steps=2, round_decay_steps=1,
                         labels_per_round=20, eval_max_level=2, eval_size=5)
-    assert _run(run_rounds_main, argv)[0] == 0
+    rc, log = _run(run_rounds_main, argv)
+    assert rc == 0 and "acc@5 not evaluated (past eval_max_level)" in log  # labels level 5, evaluates 1-2
     summary = [json.loads(line) for line in (tmp_path / "empty" / "summary.jsonl").read_text().splitlines()]
     assert summary[1]["labels"]["kept"] == 0
     rc, log = _run(run_rounds_main, argv)
