@@ -221,7 +221,7 @@ class SelfImprovement:
         if (any(not (self.out / name).is_file() for name in (SUMMARY_FILE, *SUMMARY_VIEWS))
                 or read_summary(self.out) != self.summary):
             self.write_summary()
-        self.log(f"Resuming {self.out}: rounds 0-{last} are finished.")
+        self.log(f"Resuming {self.out}: " + (f"rounds 0-{last} are finished." if last else "round 0 is finished."))
         return model, last + 1
 
     def _extra_lineages(self, start: int) -> list:

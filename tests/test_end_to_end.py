@@ -186,6 +186,16 @@ def test_resumed_run_equals_straight_run(micro_run, write_recipe, run_rounds_mai
     assert all(torch.equal(wa[name], wb[name]) for name in wa)
 
 
+def test_a_resumed_run_says_which_rounds_are_finished(tmp_path, write_recipe, run_rounds_main):
+    argv = write_recipe(tmp_path, name="run", num_rounds=0, base_steps=5, base_warmup_steps=0, base_decay_steps=2,
+                        round_steps=2, round_decay_steps=1, labels_per_round=16, eval_max_level=2, eval_size=5)
+    assert _run(run_rounds_main, argv)[0] == 0
+    rc, log = _run(run_rounds_main, argv + ["--num_rounds", "1"])
+    assert rc == 0 and "round 0 is finished." in log and "rounds 0-0" not in log
+    rc, log = _run(run_rounds_main, argv + ["--num_rounds", "2"])
+    assert rc == 0 and "rounds 0-1 are finished." in log
+
+
 def test_other_recipe_in_same_dir_is_refused(tmp_path, write_recipe, run_rounds_main, capsys):
     small = dict(num_rounds=0, base_steps=5, base_warmup_steps=0, base_decay_steps=2, eval_max_level=2,
                  eval_size=5)
