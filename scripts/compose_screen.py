@@ -23,13 +23,19 @@ def screen_row(model, tokenizer, task, level: int, size: int, seed: int, max_pie
     problems = [task.sample(level, rng) for _ in range(size)]
     prompts, truths = [task.prompt(p) for p in problems], [task.answer(p) for p in problems]
     own = greedy_label(model, tokenizer, prompts, [task.max_answer_len(q) for q in prompts], disable_tqdm=True)
-    row = [size, sum(lab.completion == t for lab, t in zip(own, truths))]
-    for around_unfinished in (False, task.composes_around_unfinished):
-        variant = copy.copy(task)  # the task itself is shared by the registry
-        variant.composes_around_unfinished = around_unfinished
-        composed = [lab.composed for lab in compose_labels(model, tokenizer, variant, own, max_piece)]
-        row += [sum(map(bool, composed)), sum(c == t for c, t in zip(composed, truths))]
-    return row
+    dropping = copy.copy(task)  # the task itself is shared by the registry
+    dropping.composes_around_unfinished = False
+    dropped = _composed_counts(model, tokenizer, dropping, own, truths, max_piece)
+    # Only a task that composes around unfinished pieces composes otherwise: label its pieces a second time
+    as_task = (_composed_counts(model, tokenizer, task, own, truths, max_piece)
+               if task.composes_around_unfinished else dropped)
+    return [size, sum(lab.completion == t for lab, t in zip(own, truths)), *dropped, *as_task]
+
+
+def _composed_counts(model, tokenizer, task, labels, truths, max_piece) -> list[int]:
+    """[labels the compose step composes, those of them that are right]."""
+    composed = [lab.composed for lab in compose_labels(model, tokenizer, task, labels, max_piece)]
+    return [sum(map(bool, composed)), sum(c == t for c, t in zip(composed, truths))]
 
 
 def main(argv=None):
