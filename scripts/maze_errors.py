@@ -6,10 +6,14 @@ true path's node before E: a guess that counts neighbors and never follows a pat
 last step. With --by_degree it counts right answers by the degree of that node instead: a model that
 finds the node the entries of its two path neighbors share does not care how many neighbors it has;
 one that guesses by how often a label occurs in the prompt (a node of degree d occurs d + 1 times)
-gets the low-degree nodes wrong.
+gets the low-degree nodes wrong. With --by_branch_depth it counts right answers by the depth of the
+deepest side branch off the path (nodes from the path to the branch's farthest leaf; 0 for a bare
+path): a model that rules out a wrong turn by seeing it end within a few lookups gets the deep
+branches wrong, one that finds the way back from E does not care how deep they are.
 
     python scripts/maze_errors.py --model runs/maze15-base2only/seed-0/round-0/model --levels 2,3
     python scripts/maze_errors.py --model runs/maze15-base2only/seed-0/round-0/model --levels 2 --by_degree
+    python scripts/maze_errors.py --model runs/maze15-6layers/seed-0/round-0/model --levels 3,4 --by_branch_depth
 
 Analysis only: it compares the model's answers with the true paths on the checkpoint's held-out sets.
 """
@@ -69,11 +73,23 @@ def degree_before_end(prompt: str, truth: str) -> int:
     return len(dict(parse_prompt(prompt)[2])[parse_path(truth)[-2]])
 
 
-def degree_rows(prompts, completions, truths) -> dict[int, list[int]]:
-    """{degree of the node before E: [right, problems]}, degrees in increasing order."""
+def branch_depth(prompt: str, truth: str) -> int:
+    """How many nodes deep the deepest side branch off the true path's nodes before E goes."""
+    adjacency = dict(parse_prompt(prompt)[2])
+    path = parse_path(truth)
+    on_path = set(path)
+
+    def depth(node, parent):  # nodes from `node` down to its farthest leaf, away from `parent`
+        return 1 + max((depth(v, node) for v in adjacency[node] if v != parent), default=0)
+
+    return max((depth(v, u) for u in path[:-1] for v in adjacency[u] if v not in on_path), default=0)
+
+
+def right_by(key, prompts, completions, truths) -> dict[int, list[int]]:
+    """{key(prompt, truth): [right, problems]}, keys in increasing order."""
     rows: dict[int, list[int]] = {}
     for prompt, completion, truth in zip(prompts, completions, truths):
-        row = rows.setdefault(degree_before_end(prompt, truth), [0, 0])
+        row = rows.setdefault(key(prompt, truth), [0, 0])
         row[0] += completion == truth
         row[1] += 1
     return dict(sorted(rows.items()))
@@ -84,25 +100,33 @@ def print_kinds(level, prompts, answers, truths):
     print(f"| {level} | " + " | ".join(str(v) for v in row.values()) + " |")
 
 
-def print_degrees(level, prompts, answers, truths):
-    for degree, (right, total) in degree_rows(prompts, answers, truths).items():
-        print(f"| {level} | {degree} | {total} | {right} | {right / total:.3f} |")
+def right_by_printer(key):
+    def print_rows(level, prompts, answers, truths):
+        for value, (right, total) in right_by(key, prompts, answers, truths).items():
+            print(f"| {level} | {value} | {total} | {right} | {right / total:.3f} |")
+    return print_rows
 
 
 def main(argv=None):
     parser = analysis_arguments(__doc__, eval_size=500)
     parser.add_argument("--levels", required=True, type=int_list, help="comma-separated levels, e.g. 2,3")
-    parser.add_argument("--by_degree", action="store_true",
-                        help="right answers by the degree of the true path's node before E")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--by_degree", action="store_true",
+                     help="right answers by the degree of the true path's node before E")
+    how.add_argument("--by_branch_depth", action="store_true",
+                     help="right answers by the depth of the deepest side branch off the true path")
     args = parser.parse_args(argv)
     model, tokenizer, task = load_for_analysis(args.model, args.num_threads)
     if not task.name.startswith("maze"):
         raise SystemExit(f"{task.name} is not a maze task")
-    if args.by_degree:
-        print("| level | degree of the node before E | problems | right | accuracy |\n|---|---|---|---|---|")
+    if args.by_degree or args.by_branch_depth:
+        column, key = (("degree of the node before E", degree_before_end) if args.by_degree
+                       else ("deepest side branch", branch_depth))
+        print(f"| level | {column} | problems | right | accuracy |\n|---|---|---|---|---|")
+        print_row = right_by_printer(key)
     else:
         print("| level | problems | " + " | ".join(KINDS) + f" | {HUB} |\n|---|---|" + "---|" * (len(KINDS) + 1))
-    print_row = print_degrees if args.by_degree else print_kinds
+        print_row = print_kinds
     for level in args.levels:
         problems, answers = held_out_answers(model, tokenizer, task, level, args.eval_size)
         print_row(level, [task.prompt(p) for p in problems], answers, [task.answer(p) for p in problems])

@@ -180,8 +180,18 @@ def test_maze_errors_counts_right_answers_by_the_degree_before_end():
     high = "5>3#12:5,3,7-3:12,9-7:12-5:12-9:3=", "5>12>3"  # here 3
     assert MAZE_ERRORS["degree_before_end"](*low) == 2 and MAZE_ERRORS["degree_before_end"](*high) == 3
     prompts, truths = [high[0], low[0], high[0]], [high[1], low[1], high[1]]
-    rows = MAZE_ERRORS["degree_rows"](prompts, ["5>12>3", "5>3", "5>7>3"], truths)
+    rows = MAZE_ERRORS["right_by"](MAZE_ERRORS["degree_before_end"], prompts, ["5>12>3", "5>3", "5>7>3"], truths)
     assert rows == {2: [0, 1], 3: [1, 2]} and list(rows) == [2, 3]
+
+
+def test_maze_errors_measures_the_deepest_side_branch_off_the_path():
+    depth = MAZE_ERRORS["branch_depth"]
+    assert depth("5>3#12:5,3-3:12-5:12=", "5>12>3") == 0  # a bare path
+    assert depth("5>3#12:5,3,7-3:12,9-7:12-5:12-9:3=", "5>12>3") == 1  # 7 on 12; 9 hangs off E, not counted
+    deep = "5>3#12:5,3,7-3:12-7:12,8-8:7,4-4:8-5:12,6-6:5=", "5>12>3"  # 12-7-8-4 and 5-6
+    assert depth(*deep) == 3
+    rows = MAZE_ERRORS["right_by"](depth, [deep[0], "5>3#12:5,3-3:12-5:12="], ["5>12>3", "5>3"], [deep[1], "5>12>3"])
+    assert rows == {0: [0, 1], 3: [1, 1]}
 
 
 def test_maze_errors_reads_a_saved_round(saved_round):
@@ -197,8 +207,10 @@ def test_maze_errors_reads_a_saved_round(saved_round):
     for row in rows:  # every one of a level's 8 answers falls in exactly one kind
         assert row[1] == "8" and sum(int(cell.strip(" |")) for cell in row[2:-1]) == 8
     by_degree = _printed_rows(MAZE_ERRORS["main"], [*argv, "--by_degree"])
-    for level in (lo, hi):  # each level's 8 problems counted once across its degrees
+    by_depth = _printed_rows(MAZE_ERRORS["main"], [*argv, "--by_branch_depth"])
+    for level in (lo, hi):  # each level's 8 problems counted once across its degrees, and its depths
         assert sum(int(row[2]) for row in by_degree if row[0] == f"| {level}") == 8
+        assert sum(int(row[2]) for row in by_depth if row[0] == f"| {level}") == 8
 
 
 KEPT = runpy.run_path(str(REPO_ROOT / "scripts" / "kept_nine_runs.py"))
