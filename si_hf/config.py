@@ -63,6 +63,10 @@ class Recipe:
     base_steps: int = 2000
     base_warmup_steps: int = 200
     base_decay_steps: int = 500
+    base_restart_steps: list[int] = field(default_factory=list, metadata={"help": (
+        "After base_steps, train the base again from its own weights for each of these many steps, each "
+        "stage with its own warm-up and decay (base_warmup_steps and base_decay_steps scaled to its length) "
+        "on the base data a run of that many steps draws: the first rows of the same draw.")})
     base_carry_runs: float = field(default=0.0, metadata={"help": (
         "Share of base problems (addition) given a planted run of digit pairs summing to 9, a long carry "
         "chain; random digits hold a run of k pairs with chance ~10^-k.")})
@@ -240,11 +244,17 @@ def _model_rows(r: Recipe):
              "name at least one module, or all-linear")]
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _base_rows(r: Recipe):
     return [("base_examples", r.base_examples is None or r.base_examples > 0, "must be positive (or unset)"),
             ("base_min_level", 1 <= r.base_min_level <= r.base_max_level,
              "needs 1 <= base_min_level <= base_max_level"),
             ("base_steps", r.base_steps > 0, "must be positive"),
+            ("base_restart_steps", all(_positive_int(steps) for steps in r.base_restart_steps),
+             "every stage must be a positive number of steps"),
             ("base_carry_runs", 0 <= r.base_carry_runs <= 1, "must be a share between 0 and 1"),
             ("base_equal_lengths", 0 <= r.base_equal_lengths <= 1, "must be a share between 0 and 1"),
             ("base_warmup_steps", r.base_warmup_steps >= 0, "must be >= 0"),

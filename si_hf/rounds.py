@@ -261,8 +261,9 @@ class SelfImprovement:
         return read_record(self.out, start - 1).stage
 
     # -- the steps -----------------------------------------------------------------------------
-    def base_data(self) -> Dataset:
-        r = self.recipe
+    def base_data(self, recipe: Recipe | None = None) -> Dataset:
+        """The base problems a run of `recipe` (default: this run's) draws: the same seed draws the same first rows."""
+        r = recipe or self.recipe
         n = r.base_examples or r.base_steps * r.batch_size
         return base_dataset(self.task, r.base_min_level, r.base_max_level, n, r.seed, self.held_out,
                             carry_runs=r.base_carry_runs, equal_lengths=r.base_equal_lengths)
@@ -389,28 +390,43 @@ class SelfImprovement:
                  "stages_taken": len(stages)}
         return stages, probe
 
-    def train(self, model, k: int, data: Dataset, lineage: int = 0):
-        """Trains `model` on round k's mixture (the same rows for every lineage); lineage i's Trainer is
-        seeded with seed + i. Returns the Trainer, its result and the trained model: `model` itself, or
-        under FSDP (which shards `model` in place) a plain model with the gathered full weights."""
+    def training_stages(self, k: int, data: Dataset) -> list[tuple[Recipe, Dataset]]:
+        """Round k's trainings in order, each a recipe (its schedule) and its rows: a round trains once on
+        its mixture; round 0 trains the base, then once more from those weights per `base_restart_steps`."""
         r = self.recipe
-        if k == 0:
-            train_rows = data
-        else:
-            steps = r.round_steps
+        if k:
             if len(data) == 0:
                 logger.warning("Round %d kept no labels; training on base and older rounds only", k)
-            train_rows = mixture(data, self.rounds_data, steps * r.batch_size, r.newest_fraction, r.seed + k,
-                                 older_weighting=r.older_weighting)
-        train_set = tokenize(train_rows, self.tokenizer)
-        trainer_recipe = dataclasses.replace(r, seed=r.seed + lineage) if lineage else r
-        # With lora_r: a fresh adapter for this round, merged into `model` when training ends.
+            return [(r, mixture(data, self.rounds_data, r.round_steps * r.batch_size, r.newest_fraction, r.seed + k,
+                                older_weighting=r.older_weighting))]
+        if r.base_restart_steps and uses_fsdp():
+            raise RecipeError("base_restart_steps: not supported under FSDP (each stage would reshard the model)")
+        stages = [(r, data)]
+        for steps in r.base_restart_steps:
+            scale = steps / r.base_steps
+            stage = dataclasses.replace(r, base_steps=steps, base_warmup_steps=round(r.base_warmup_steps * scale),
+                                        base_decay_steps=round(r.base_decay_steps * scale))
+            stages.append((stage, self.base_data(stage)))
+        return stages
+
+    def train(self, model, k: int, data: Dataset, lineage: int = 0):
+        """Trains `model` on round k's rows (the same for every lineage), stage after stage
+        (`training_stages`); lineage i's Trainers are seeded with seed + i. Returns the last Trainer, the
+        result (the last stage's loss, every stage's steps) and the trained model: `model` itself, or under
+        FSDP (which shards `model` in place) a plain model with the gathered full weights."""
+        steps = 0
         cls = type(model)
-        with lora_adapter(model, r, seed=trainer_recipe.seed + k) as trained:
-            tracked = [self.tracker.callback(self.steps_so_far())] if self.tracker and not lineage else []
-            trainer = make_trainer(trained, self.tokenizer, train_set, trainer_recipe, k, str(self.out / ".trainer"),
-                                   callbacks=tracked)
-            result = trainer.train()
+        # With lora_r: a fresh adapter for this round, merged into `model` when training ends.
+        with lora_adapter(model, self.recipe, seed=self.recipe.seed + lineage + k) as trained:
+            for i, (recipe, rows) in enumerate(self.training_stages(k, data)):
+                if i and not lineage:
+                    self.log(f"[round 0] base stage {i + 1}: {recipe.base_steps} steps more from its weights")
+                recipe = dataclasses.replace(recipe, seed=recipe.seed + lineage) if lineage else recipe
+                tracked = [self.tracker.callback(self.steps_so_far() + steps)] if self.tracker and not lineage else []
+                trainer = make_trainer(trained, self.tokenizer, tokenize(rows, self.tokenizer), recipe, k,
+                                       str(self.out / ".trainer"), callbacks=tracked)
+                result = trainer.train()
+                steps += result.global_step
         if trainer.is_fsdp_enabled:
             # Every process gathers the full weights into a plain model: labeling, evaluation and saving read
             # them, and the next round's Trainer shards that model afresh (never one already sharded).
@@ -418,7 +434,8 @@ class SelfImprovement:
             if not lineage:
                 self.log(f"FSDP: round {k}'s full weights gathered from {self.state.num_processes} processes")
         # Under DDP each process reports the loss of its own rows: the mean over processes is the batch's.
-        return trainer, result._replace(training_loss=mean_over_processes(result.training_loss)), model
+        result = result._replace(global_step=steps, training_loss=mean_over_processes(result.training_loss))
+        return trainer, result, model
 
     def run_round(self, k: int):
         """One round of the method: the data (ground truth in round 0, then self-labeled and filtered), the

@@ -93,6 +93,14 @@ def test_empty_yaml_means_defaults(tmp_path):
     assert parse_recipe(["--config", path]) == Recipe()
 
 
+def test_base_restart_steps_from_yaml_and_command_line(tmp_path):
+    path = _yaml(tmp_path, "base_restart_steps: [2000, 4000]\n")
+    assert parse_recipe(["--config", path]).base_restart_steps == [2000, 4000]
+    assert parse_recipe(["--config", path, "--base_restart_steps", "500"]).base_restart_steps == [500]
+    with pytest.raises(RecipeError, match="base_restart_steps"):
+        parse_recipe(["--config", _yaml(tmp_path, "base_restart_steps: [2000, two]\n", "bad.yaml")])
+
+
 def test_missing_yaml_file(tmp_path):
     with pytest.raises(RecipeError, match="not found"):
         parse_recipe(["--config", str(tmp_path / "nope.yaml")])
@@ -115,6 +123,7 @@ def test_unknown_command_line_argument():
     (["--labeler", "beam"], "labeler"),
     (["--hidden_size", "100", "--num_attention_heads", "6"], "hidden_size"),
     (["--base_steps", "0"], "base_steps"),
+    (["--base_restart_steps", "2000", "0"], "base_restart_steps"),
     (["--base_steps", "100", "--base_warmup_steps", "60", "--base_decay_steps", "50"], "base_warmup_steps"),
     (["--round_steps", "0"], "round_steps"),
     (["--num_rounds", "-1"], "num_rounds"),

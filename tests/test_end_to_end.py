@@ -186,6 +186,26 @@ def test_resumed_run_equals_straight_run(micro_run, write_recipe, run_rounds_mai
     assert all(torch.equal(wa[name], wb[name]) for name in wa)
 
 
+def test_a_base_restart_is_a_second_run_from_the_base_weights(tmp_path, write_recipe, run_rounds_main):
+    # What the maze bases were measured with: a run of the base, then a run from its weights with the
+    # scaled schedule; `base_restart_steps` does both in one run of round 0.
+    small = dict(num_rounds=0, base_steps=20, base_warmup_steps=2, base_decay_steps=4, eval_max_level=5, eval_size=10)
+    first = write_recipe(tmp_path, name="first", **small)
+    assert run_rounds_main(first) == 0
+    second = write_recipe(tmp_path, name="second", **{**small, "base_steps": 10, "base_warmup_steps": 1,
+                                                      "base_decay_steps": 2})
+    assert run_rounds_main(second + ["--model_name_or_path", str(tmp_path / "first" / "round-0" / "model")]) == 0
+    staged = write_recipe(tmp_path, name="staged", **small, base_restart_steps=[10])
+    rc, log = _run(run_rounds_main, staged)
+    assert rc == 0 and "base stage 2: 10 steps more" in log
+    assert read_record(tmp_path / "staged", 0).train_steps == 30
+    wa = AutoModelForCausalLM.from_pretrained(tmp_path / "second" / "round-0" / "model").state_dict()
+    wb = AutoModelForCausalLM.from_pretrained(tmp_path / "staged" / "round-0" / "model").state_dict()
+    assert all(torch.allclose(wa[name], wb[name], atol=1e-6) for name in wa)
+    # Round 0's data stays the first stage's (base_steps * batch_size rows).
+    assert len(load_from_disk(str(tmp_path / "staged" / "round-0" / "data"))) == 20 * 32
+
+
 def test_a_resumed_run_says_which_rounds_are_finished(tmp_path, write_recipe, run_rounds_main):
     argv = write_recipe(tmp_path, name="run", num_rounds=0, base_steps=5, base_warmup_steps=0, base_decay_steps=2,
                         round_steps=2, round_decay_steps=1, labels_per_round=16, eval_max_level=2, eval_size=5)
