@@ -521,6 +521,9 @@ class RecipeParser(HfArgumentParser):
         plain = copy.copy(field)
         plain.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items() if k not in MARKS})
         HfArgumentParser._parse_dataclass_field(parser, plain)
+        if typing.get_origin(field.type) is list:
+            # `--field` alone sets an empty list, as `field: []` does in YAML (e.g. no base_restart_steps).
+            parser._actions[-1].nargs = "*"
 
 
 def parse_recipe(argv: list[str] | None = None) -> Recipe:

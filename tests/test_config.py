@@ -97,6 +97,7 @@ def test_base_restart_steps_from_yaml_and_command_line(tmp_path):
     path = _yaml(tmp_path, "base_restart_steps: [2000, 4000]\n")
     assert parse_recipe(["--config", path]).base_restart_steps == [2000, 4000]
     assert parse_recipe(["--config", path, "--base_restart_steps", "500"]).base_restart_steps == [500]
+    assert parse_recipe(["--config", path, "--base_restart_steps"]).base_restart_steps == []
     with pytest.raises(RecipeError, match="base_restart_steps"):
         parse_recipe(["--config", _yaml(tmp_path, "base_restart_steps: [2000, two]\n", "bad.yaml")])
 
