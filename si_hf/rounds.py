@@ -420,7 +420,8 @@ class SelfImprovement:
         with lora_adapter(model, self.recipe, seed=self.recipe.seed + lineage + k) as trained:
             for i, (recipe, rows) in enumerate(self.training_stages(k, data)):
                 if i and not lineage:
-                    self.log(f"[round 0] base stage {i + 1}: {recipe.base_steps} steps more from its weights")
+                    self.log(f"[round 0/{recipe.num_rounds}] base stage {i + 1}: {recipe.base_steps} steps more "
+                             "from its weights")
                 recipe = dataclasses.replace(recipe, seed=recipe.seed + lineage) if lineage else recipe
                 tracked = [self.tracker.callback(self.steps_so_far() + steps)] if self.tracker and not lineage else []
                 trainer = make_trainer(trained, self.tokenizer, tokenize(rows, self.tokenizer), recipe, k,
