@@ -244,16 +244,12 @@ def _model_rows(r: Recipe):
              "name at least one module, or all-linear")]
 
 
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def _base_rows(r: Recipe):
     return [("base_examples", r.base_examples is None or r.base_examples > 0, "must be positive (or unset)"),
             ("base_min_level", 1 <= r.base_min_level <= r.base_max_level,
              "needs 1 <= base_min_level <= base_max_level"),
             ("base_steps", r.base_steps > 0, "must be positive"),
-            ("base_restart_steps", all(_positive_int(steps) for steps in r.base_restart_steps),
+            ("base_restart_steps", all(steps > 0 for steps in r.base_restart_steps),
              "every stage must be a positive number of steps"),
             ("base_carry_runs", 0 <= r.base_carry_runs <= 1, "must be a share between 0 and 1"),
             ("base_equal_lengths", 0 <= r.base_equal_lengths <= 1, "must be a share between 0 and 1"),
@@ -436,7 +432,8 @@ def _type_ok(value, tp) -> bool:
     if tp is type(None):
         return value is None
     if origin is list or tp is list:
-        return isinstance(value, list)
+        items = typing.get_args(tp)
+        return isinstance(value, list) and (not items or all(_type_ok(v, items[0]) for v in value))
     if tp is bool:
         return isinstance(value, bool)
     if tp is int:
@@ -451,9 +448,14 @@ def _type_ok(value, tp) -> bool:
 def _type_name(tp) -> str:
     args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    parts = [names.get(t, "a list" if typing.get_origin(t) is list else getattr(t, "__name__", str(t)))
-             for t in args if t is not type(None)]
+    parts = [_list_name(t) if t is list or typing.get_origin(t) is list
+             else names.get(t, getattr(t, "__name__", str(t))) for t in args if t is not type(None)]
     return " or ".join(parts) + (" (or unset)" if type(None) in args else "")
+
+
+def _list_name(tp) -> str:
+    items = {int: "integers", float: "numbers", str: "strings"}.get(next(iter(typing.get_args(tp)), None))
+    return f"a list of {items}" if items else "a list"
 
 
 def check_field_types(recipe: "Recipe"):
