@@ -406,8 +406,15 @@ class SelfImprovement:
             scale = steps / r.base_steps
             stage = dataclasses.replace(r, base_steps=steps, base_warmup_steps=round(r.base_warmup_steps * scale),
                                         base_decay_steps=round(r.base_decay_steps * scale))
-            stages.append((stage, self.base_data(stage)))
+            stages.append((stage, self.first_base_rows(stage, data)))
         return stages
+
+    def first_base_rows(self, stage: Recipe, data: Dataset) -> Dataset:
+        """The rows a base stage of `stage` trains on: the first rows of the base draw `data` when it holds
+        enough (the same seed draws the same first rows, so this is what drawing again would give, without
+        the cost), else a fresh draw of its own length."""
+        n = stage.base_examples or stage.base_steps * stage.batch_size
+        return data.select(range(n)) if n <= len(data) else self.base_data(stage)
 
     def train(self, model, k: int, data: Dataset, lineage: int = 0):
         """Trains `model` on round k's rows (the same for every lineage), stage after stage
