@@ -57,7 +57,9 @@ def main(argv=None):
         print("error: --corrupt_round must be >= 1 and --rounds_after >= 0", file=sys.stderr)
         return 2
     try:
-        out = Path(parse_recipe(["--config", args.config, *fields]).output_dir)
+        # Every run's recipe is checked before any runs: a bad field fails now, not after the shared rounds.
+        recipes = [parse_recipe(["--config", args.config, *fields, *run_fields]) for _, run_fields in sweep_runs(args)]
+        out = Path(recipes[0].output_dir)
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ TINY_RECIPES = sorted((REPO_ROOT / "recipes").glob("*/tiny.yaml"))
 SHRINK = {
     "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
     "base_steps": 30, "base_warmup_steps": 5, "base_decay_steps": 10, "base_examples": 480, "batch_size": 16,
+    "base_restart_steps": [10],  # a second base stage, as the maze recipe trains, in seconds for every task
     "num_rounds": 2, "round_steps": 10, "round_warmup_steps": 0, "round_decay_steps": 5,
     "labels_per_round": 40, "eval_size": 10, "round_eval_size": None, "label_batch_size": 256,
     "logging_steps": 50, "disable_tqdm": True,
@@ -38,6 +39,8 @@ def test_tiny_recipe_runs_two_rounds(recipe_path, tmp_path, run_rounds_main):
         levels = task.eval_levels(recipe["eval_min_level"], recipe["eval_max_level"])
         names = [task.level_name(level) for level in levels]
         assert list(record["accuracy_by_level"]) == names
+        if k == 0:
+            assert record["train_steps"] == 30 + 10  # the base, then its restart stage
         data = load_from_disk(str(out / f"round-{k}" / "data"))
         assert set(data.column_names) >= {"prompt", "completion", "level", "round", "correct"}
         assert set(data["round"]) <= {k}

@@ -57,3 +57,4 @@ def test_a_bad_sweep_is_refused_with_its_code(tmp_path, write_recipe):
     assert sweep(argv + ["--corrupt_round", "0", "--fractions", "0.1"]).returncode == 2
     bad = sweep(argv + ["--corrupt_round", "2", "--fractions", "0.1", "--modes", "smudge"])
     assert bad.returncode == 2 and "corrupt_mode" in bad.stderr
+    assert not (tmp_path / "sweep").exists()  # refused before the shared rounds ran
