@@ -145,6 +145,11 @@ SUMMARY_VIEWS = {"summary.md": lambda summary: summary_table(summary).encode(), 
                  "summary_levels.png": plot_level_map}
 
 
+def base_size(recipe: Recipe) -> int:
+    """How many base problems a run of `recipe` draws."""
+    return recipe.base_examples or recipe.base_steps * recipe.batch_size
+
+
 class SelfImprovement:
     def __init__(self, recipe: Recipe):
         self.timed = PhaseTimes()  # reset by every round
@@ -264,8 +269,7 @@ class SelfImprovement:
     def base_data(self, recipe: Recipe | None = None) -> Dataset:
         """The base problems a run of `recipe` (default: this run's) draws: the same seed draws the same first rows."""
         r = recipe or self.recipe
-        n = r.base_examples or r.base_steps * r.batch_size
-        return base_dataset(self.task, r.base_min_level, r.base_max_level, n, r.seed, self.held_out,
+        return base_dataset(self.task, r.base_min_level, r.base_max_level, base_size(r), r.seed, self.held_out,
                             carry_runs=r.base_carry_runs, equal_lengths=r.base_equal_lengths)
 
     def self_labeled_data(self, k: int, levels: list | None = None) -> tuple[Dataset, LabelStats]:
@@ -413,7 +417,7 @@ class SelfImprovement:
         """The rows a base stage of `stage` trains on: the first rows of the base draw `data` when it holds
         enough (the same seed draws the same first rows, so this is what drawing again would give, without
         the cost), else a fresh draw of its own length."""
-        n = stage.base_examples or stage.base_steps * stage.batch_size
+        n = base_size(stage)
         return data.select(range(n)) if n <= len(data) else self.base_data(stage)
 
     def train(self, model, k: int, data: Dataset, lineage: int = 0):
